@@ -1,0 +1,175 @@
+//! The config file: loading `lariat.toml`, validating it into a typed `Config`, and the errors that
+//! name the key path of every problem. Never panics on user input.
+
+mod duration;
+mod raw;
+mod validate;
+
+pub use duration::Dur;
+
+use crate::desired::Desired;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A validated configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub admin: AdminSettings,
+    /// Listeners, fixed for the life of the process.
+    pub entrypoints: BTreeMap<String, Entrypoint>,
+    /// Routes and services of the file provider (`@file`).
+    pub desired: Desired,
+    pub providers: Providers,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerSettings {
+    /// Worker threads per entrypoint. Default: CPU count.
+    pub threads: usize,
+    /// Drain time on SIGTERM/SIGINT. Default 5 s.
+    pub grace_period: Duration,
+    /// Log filter, overridden by RUST_LOG. Default "info".
+    pub log: String,
+    /// One line per request and per TCP connection. Default true.
+    pub access_log: bool,
+    /// Unix socket where `--upgrade` receives the listeners. Default /tmp/lariat_upgrade.sock.
+    pub upgrade_sock: String,
+    /// Default /tmp/lariat.pid.
+    pub pid_file: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdminSettings {
+    /// Default 127.0.0.1:9090.
+    pub listen: SocketAddr,
+    pub token: Option<String>,
+    pub insecure: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntrypointKind {
+    Http,
+    Tcp,
+}
+
+impl EntrypointKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EntrypointKind::Http => "http",
+            EntrypointKind::Tcp => "tcp",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entrypoint {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub kind: EntrypointKind,
+    /// HTTP/2 without TLS (prior knowledge) besides HTTP/1.x. Default true on http entrypoints.
+    pub h2c: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Providers {
+    pub file: FileProvider,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct FileProvider {
+    /// Reload when the file changes. Default true.
+    pub watch: bool,
+    /// How often the file is checked for a change. Default 1 s.
+    pub poll_interval: Duration,
+}
+
+/// One problem in a config, with the key path it concerns (`services.app.backends[1]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}", .problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid { problems: Vec<Problem> },
+}
+
+impl ConfigError {
+    pub fn problems(&self) -> Vec<Problem> {
+        match self {
+            ConfigError::Io { .. } => vec![Problem { key: String::new(), message: self.to_string() }],
+            ConfigError::Invalid { problems } => problems.clone(),
+        }
+    }
+}
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
+        Config::parse(&text)
+    }
+
+    /// Validate config text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let raw = raw_from_str(text).map_err(|p| ConfigError::Invalid { problems: vec![p] })?;
+        validate::validate(raw).map_err(|problems| ConfigError::Invalid { problems })
+    }
+
+    /// A human summary of what this config serves, for `lariat check`.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(out, "admin: http://{}/", self.admin.listen);
+        for ep in self.entrypoints.values() {
+            let _ = writeln!(out, "entrypoint {} ({}) on {}", ep.name, ep.kind.name(), ep.listen);
+        }
+        for r in &self.desired.http_routes {
+            let _ = writeln!(out, "route {}{} on [{}] -> {}", r.host, r.path_prefix, r.entrypoints.join(", "), r.service);
+        }
+        for r in &self.desired.tcp_routes {
+            let _ = writeln!(out, "route tcp on [{}] -> {}", r.entrypoint, r.service);
+        }
+        for s in &self.desired.services {
+            let backends: Vec<String> = s.backends.iter().map(|b| format!("{} (weight {})", b.addr, b.weight)).collect();
+            let _ = writeln!(out, "service {} ({}): {}", s.id, s.balance.name(), backends.join(", "));
+        }
+        out
+    }
+}
+
+fn raw_from_str(text: &str) -> Result<raw::RawConfig, Problem> {
+    let de = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let line = inner.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let msg = inner.message().trim().to_string();
+        let message = match line {
+            Some(l) => format!("{msg} (line {l})"),
+            None => msg,
+        };
+        Problem { key: if key == "." { String::new() } else { key }, message }
+    })
+}
+
+#[cfg(test)]
+mod tests;
