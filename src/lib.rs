@@ -2,3 +2,5 @@
 
 pub mod config;
 pub mod desired;
+pub mod route;
+pub mod upstream;
