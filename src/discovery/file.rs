@@ -1,0 +1,131 @@
+//! The file provider: the routes and services of `lariat.toml`, reloaded when the file changes
+//! (polled, so replaced files and ConfigMap symlink swaps are seen) or on SIGHUP. An invalid file
+//! is refused with its problems logged and the running config stays.
+
+use crate::config::Config;
+use crate::state::Shared;
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+use tokio::sync::Notify;
+
+/// Why a reload did not take effect.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("config {path} refused, the running config stays:\n{source}")]
+    Invalid { path: PathBuf, source: crate::config::ConfigError },
+}
+
+pub struct FileProvider {
+    path: PathBuf,
+    shared: Arc<Shared>,
+    /// The config in force.
+    current: Mutex<Config>,
+    /// Wakes the loop for a reload now (SIGHUP, tests).
+    trigger: Arc<Notify>,
+}
+
+/// (modification time, length, content hash) of the file as last read.
+type Stamp = (Option<SystemTime>, u64, u64);
+
+fn stamp(path: &PathBuf) -> Option<Stamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    let bytes = std::fs::read(path).ok()?;
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    Some((meta.modified().ok(), meta.len(), h.finish()))
+}
+
+impl FileProvider {
+    pub fn new(path: PathBuf, shared: Arc<Shared>, config: Config) -> FileProvider {
+        FileProvider { path, shared, current: Mutex::new(config), trigger: Arc::new(Notify::new()) }
+    }
+
+    /// A handle that asks for a reload now.
+    pub fn trigger(&self) -> Arc<Notify> {
+        self.trigger.clone()
+    }
+
+    /// Read the file again and, if it is valid, publish its routes and services.
+    pub fn reload(&self) -> Result<(), ReloadError> {
+        let new = match Config::load(&self.path) {
+            Ok(c) => c,
+            Err(source) => {
+                self.shared.count_reload(false);
+                return Err(ReloadError::Invalid { path: self.path.clone(), source });
+            }
+        };
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if new.entrypoints != current.entrypoints || new.admin.listen != current.admin.listen {
+            log::warn!(
+                "{}: listeners changed (entrypoints or admin.listen); routes and services are reloaded, listeners take effect after `lariat --upgrade`",
+                self.path.display()
+            );
+        }
+        if new.server.threads != current.server.threads || new.server.grace_period != current.server.grace_period {
+            log::warn!("{}: server.threads and server.grace_period take effect after `lariat --upgrade`", self.path.display());
+        }
+        self.shared.set_access_log(new.server.access_log);
+        let stats = self.shared.registry.apply("file", new.desired.clone());
+        log::info!(
+            "{}: reloaded ({} services rebuilt, {} unchanged)",
+            self.path.display(),
+            stats.services_rebuilt,
+            stats.services_reused
+        );
+        *current = new;
+        self.shared.count_reload(true);
+        Ok(())
+    }
+
+    fn try_reload(&self) {
+        if let Err(e) = self.reload() {
+            log::error!("{e}");
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for FileProvider {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let (watch, interval) = {
+            let c = self.current.lock().unwrap_or_else(|e| e.into_inner());
+            (c.providers.file.watch, c.providers.file.poll_interval)
+        };
+        let mut last = stamp(&self.path);
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let hangup = async {
+                match hup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = hangup => {
+                    log::info!("SIGHUP: reloading {}", self.path.display());
+                    last = stamp(&self.path);
+                    self.try_reload();
+                }
+                _ = self.trigger.notified() => {
+                    last = stamp(&self.path);
+                    self.try_reload();
+                }
+                _ = tick.tick(), if watch => {
+                    let now = stamp(&self.path);
+                    if now.is_some() && now != last {
+                        last = now;
+                        self.try_reload();
+                    }
+                }
+            }
+        }
+    }
+}

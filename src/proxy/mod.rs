@@ -1,0 +1,7 @@
+//! The data path: the L7 HTTP proxy and the L4 TCP forwarder, one instance per entrypoint.
+
+pub mod http;
+mod respond;
+pub mod tcp;
+
+pub use respond::body_for;

@@ -1,0 +1,36 @@
+//! Short plain-text responses lariat writes itself (404, 503 and the like).
+
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+/// Write a complete text response. A 503 carries `Retry-After`.
+pub async fn text(session: &mut Session, status: u16, body: &'static str) -> pingora_core::Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header("content-type", "text/plain; charset=utf-8")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    if status == 503 {
+        resp.insert_header("retry-after", "1")?;
+    }
+    if status >= 400 && status != 404 && status != 503 {
+        resp.insert_header("connection", "close")?;
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(bytes::Bytes::from_static(body.as_bytes())), true).await?;
+    Ok(())
+}
+
+/// The body lariat sends with a status it generates.
+pub fn body_for(status: u16) -> &'static str {
+    match status {
+        400 => "bad request\n",
+        404 => "no route for this host and path\n",
+        408 => "request timeout\n",
+        413 => "request body too large\n",
+        431 => "request header fields too large\n",
+        502 => "bad gateway: the backend failed\n",
+        503 => "service unavailable: no usable backend\n",
+        504 => "gateway timeout: the backend did not answer in time\n",
+        _ => "error\n",
+    }
+}

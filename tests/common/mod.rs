@@ -1,0 +1,282 @@
+//! Test helpers: real backends on 127.0.0.1:0 and a real lariat started in-process.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use lariat::{Config, Running};
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub fn init_log() {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).is_test(true).try_init();
+}
+
+/// A port that was free a moment ago (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap()
+}
+
+/// A real HTTP/1.1 + h2 backend that answers with its name. Paths:
+/// `/ws` upgrades to an echo WebSocket-style byte stream; `/stream` sends 5 chunks 30 ms apart;
+/// `/status/N` answers status N; anything else: 200 with a JSON echo of the request.
+pub struct HttpBackend {
+    pub addr: SocketAddr,
+    pub name: String,
+    pub hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HttpBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).boxed()
+}
+
+async fn handle(name: Arc<str>, hits: Arc<AtomicUsize>, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    hits.fetch_add(1, Ordering::SeqCst);
+    let path = req.uri().path().to_string();
+    if path == "/ws" {
+        let upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(up) = upgrade.await {
+                let mut io = TokioIo::new(up);
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        return Ok(Response::builder()
+            .status(101)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .body(full(""))
+            .unwrap());
+    }
+    if path == "/stream" {
+        let stream = futures_util::stream::unfold(0u32, |i| async move {
+            if i == 5 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            Some((Ok::<_, Infallible>(Frame::data(Bytes::from(format!("chunk{i}\n")))), i + 1))
+        });
+        return Ok(Response::builder().header("x-backend", &*name).body(BodyExt::boxed(StreamBody::new(stream))).unwrap());
+    }
+    if let Some(code) = path.strip_prefix("/status/") {
+        let code: u16 = code.parse().unwrap_or(500);
+        return Ok(Response::builder().status(code).header("x-backend", &*name).body(full(name.to_string())).unwrap());
+    }
+    let headers: BTreeMap<String, String> =
+        req.headers().iter().map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
+    let method = req.method().to_string();
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let echo = serde_json::json!({ "backend": &*name, "path": path, "method": method, "headers": headers, "body_len": body.len() });
+    Ok(Response::builder()
+        .header("x-backend", &*name)
+        .header("content-type", "application/json")
+        .body(full(echo.to_string()))
+        .unwrap())
+}
+
+pub async fn http_backend(name: &str) -> HttpBackend {
+    http_backend_on(name, TcpListener::bind("127.0.0.1:0").await.unwrap())
+}
+
+pub fn http_backend_on(name: &str, listener: TcpListener) -> HttpBackend {
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let n: Arc<str> = name.into();
+    let h = hits.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let (n, h) = (n.clone(), h.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| handle(n.clone(), h.clone(), req));
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    HttpBackend { addr, name: name.to_string(), hits, task }
+}
+
+/// A TCP echo server; it half-closes its side when the client does.
+pub struct TcpEcho {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TcpEcho {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn tcp_echo() -> TcpEcho {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let c = connections.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { continue };
+            c.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    TcpEcho { addr, connections, task }
+}
+
+static INSTANCE: AtomicUsize = AtomicUsize::new(0);
+
+/// A lariat running in this process on a config written from a template. In the template,
+/// `{NAME}` stands for a fresh 127.0.0.1 address for NAME (`{admin}`, `{web}`, `{pg}`, ...) and
+/// `{b:NAME}` is filled from `backends`.
+pub struct Lariat {
+    pub running: Option<Running>,
+    pub path: PathBuf,
+    pub addrs: BTreeMap<String, SocketAddr>,
+    pub extra: BTreeMap<String, String>,
+}
+
+impl Lariat {
+    pub fn render(&mut self, template: &str) -> String {
+        let mut out = String::new();
+        let mut rest = template;
+        while let Some(start) = rest.find('{') {
+            let Some(len) = rest[start..].find('}') else { break };
+            let key = &rest[start + 1..start + len];
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == ':') {
+                out.push_str(&rest[..start + 1]);
+                rest = &rest[start + 1..];
+                continue;
+            }
+            out.push_str(&rest[..start]);
+            if let Some(v) = self.extra.get(key) {
+                out.push_str(v);
+            } else {
+                let addr = *self.addrs.entry(key.to_string()).or_insert_with(|| format!("127.0.0.1:{}", free_port()).parse().unwrap());
+                out.push_str(&addr.to_string());
+            }
+            rest = &rest[start + len + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    pub fn new(extra: &[(&str, String)]) -> Lariat {
+        init_log();
+        let n = INSTANCE.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("lariat-test-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Lariat {
+            running: None,
+            path: dir.join("lariat.toml"),
+            addrs: BTreeMap::new(),
+            extra: extra.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        }
+    }
+
+    /// Write the config and start lariat on it; returns once the admin listener answers.
+    pub async fn start(mut self, template: &str) -> Lariat {
+        let text = self.render(template);
+        std::fs::write(&self.path, &text).unwrap();
+        let config = Config::parse(&text).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
+        self.running = Some(Running::start(config, Some(self.path.clone())));
+        let admin = self.addr("admin");
+        wait_until(Duration::from_secs(10), || async move {
+            client().get(format!("http://{admin}/healthz")).send().await.is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+        // The proxy listeners start with the admin one; give them the same chance.
+        for (name, addr) in self.addrs.clone() {
+            if name != "admin" && !name.starts_with("unused") {
+                wait_until(Duration::from_secs(10), || async move { TcpStream::connect(addr).await.is_ok() }).await;
+            }
+        }
+        self
+    }
+
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.addrs[name]
+    }
+
+    pub fn url(&self, name: &str, path: &str) -> String {
+        format!("http://{}{}", self.addr(name), path)
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().unwrap()
+    }
+
+    /// Rewrite the config file from a template (same address map) and wait until the reload
+    /// was counted, ok or not. Returns whether it was accepted.
+    pub async fn rewrite(&mut self, template: &str) -> bool {
+        let text = self.render(template);
+        let shared = self.running().shared.clone();
+        let before = shared.reloads();
+        std::fs::write(&self.path, text).unwrap();
+        self.running().reload.as_ref().unwrap().notify_one();
+        let s = shared.clone();
+        wait_until(Duration::from_secs(10), || {
+            let s = s.clone();
+            async move { s.reloads() != before }
+        })
+        .await;
+        shared.reloads().0 > before.0
+    }
+}
+
+/// Poll `f` every 20 ms until it is true; panics after `limit`.
+pub async fn wait_until<F, Fut>(limit: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if f().await {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "condition not met within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// GET with an explicit Host header; returns (status, x-backend, body).
+pub async fn get(c: &reqwest::Client, url: &str, host: &str) -> (u16, String, String) {
+    let r = c.get(url).header("host", host).send().await.unwrap_or_else(|e| panic!("GET {url} (Host {host}): {e}"));
+    let status = r.status().as_u16();
+    let backend = r.headers().get("x-backend").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    (status, backend, r.text().await.unwrap_or_default())
+}
