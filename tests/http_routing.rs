@@ -178,7 +178,8 @@ async fn consistent_hash_is_sticky() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_backend_costs_no_errors() {
     let (a, b) = (http_backend("a").await, http_backend("b").await);
-    let dead = format!("127.0.0.1:{}", free_port());
+    let (_guard, dead) = refusing_addr();
+    let dead = dead.to_string();
     let conf = format!("{BASE}[[routes]]\nservice = \"s\"\n[services.s]\nretries = 2\nbackends = [\"{{b:a}}\", \"{{b:dead}}\", \"{{b:b}}\"]\n");
     let l = Lariat::new(&[("b:a", a.addr.to_string()), ("b:b", b.addr.to_string()), ("b:dead", dead)]).start(&conf).await;
     let c = client();

@@ -21,9 +21,27 @@ pub fn init_log() {
     let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).is_test(true).try_init();
 }
 
-/// A port that was free a moment ago (bound, then released).
+/// A port that was free a moment ago, from 20000..32000: below the kernel's ephemeral range, so
+/// the backends and clients of tests running in parallel cannot be handed it meanwhile.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let base = 20000 + (std::process::id() as usize * 397) % 12000;
+    for _ in 0..12000 {
+        let port = 20000 + (base - 20000 + NEXT.fetch_add(1, Ordering::SeqCst)) % 12000;
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+    panic!("no free port in 20000..32000");
+}
+
+/// An address that refuses connections: a socket bound to it but not listening, kept for as long
+/// as the returned guard lives.
+pub fn refusing_addr() -> (tokio::net::TcpSocket, SocketAddr) {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = s.local_addr().unwrap();
+    (s, addr)
 }
 
 pub fn client() -> reqwest::Client {
@@ -128,6 +146,7 @@ pub fn http_backend_on(name: &str, listener: TcpListener) -> HttpBackend {
 /// A TCP echo server; it half-closes its side when the client does.
 pub struct TcpEcho {
     pub addr: SocketAddr,
+    /// Connections that carried at least one byte (readiness probes carry none).
     pub connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -146,10 +165,14 @@ pub async fn tcp_echo() -> TcpEcho {
     let task = tokio::spawn(async move {
         loop {
             let Ok((mut s, _)) = listener.accept().await else { continue };
-            c.fetch_add(1, Ordering::SeqCst);
+            let c = c.clone();
             tokio::spawn(async move {
                 let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
+                if let Ok(n) = tokio::io::copy(&mut r, &mut w).await {
+                    if n > 0 {
+                        c.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
                 let _ = w.shutdown().await;
             });
         }
