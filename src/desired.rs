@@ -67,8 +67,12 @@ impl HashKey {
             "client_ip" => Ok(HashKey::ClientIp),
             "path" => Ok(HashKey::Path),
             _ => match text.split_once(':') {
-                Some(("header", name)) if valid_token(name) => Ok(HashKey::Header(name.to_ascii_lowercase())),
-                Some(("cookie", name)) if valid_token(name) => Ok(HashKey::Cookie(name.to_string())),
+                Some(("header", name)) if valid_token(name) => {
+                    Ok(HashKey::Header(name.to_ascii_lowercase()))
+                }
+                Some(("cookie", name)) if valid_token(name) => {
+                    Ok(HashKey::Cookie(name.to_string()))
+                }
                 _ => Err(bad()),
             },
         }
@@ -76,7 +80,9 @@ impl HashKey {
 }
 
 fn valid_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.!#$%&'*+^`|~".contains(&b))
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.!#$%&'*+^`|~".contains(&b))
 }
 
 /// One backend of a service.
@@ -138,7 +144,10 @@ impl HostMatch {
             !h.is_empty()
                 && h.len() <= 253
                 && h.split('.').all(|l| {
-                    !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
                 })
         };
         if let Some(suffix) = t.strip_prefix("*.") {
@@ -150,7 +159,9 @@ impl HostMatch {
         } else if check(&t) {
             return Ok(HostMatch::Exact(t));
         }
-        Err(format!("{text:?} is not a host name, \"*.parent\" wildcard or \"*\""))
+        Err(format!(
+            "{text:?} is not a host name, \"*.parent\" wildcard or \"*\""
+        ))
     }
 }
 
@@ -194,8 +205,14 @@ mod tests {
 
     #[test]
     fn host_match_forms() {
-        assert_eq!(HostMatch::parse("App.Example.com").unwrap(), HostMatch::Exact("app.example.com".into()));
-        assert_eq!(HostMatch::parse("*.example.com").unwrap(), HostMatch::Wildcard("example.com".into()));
+        assert_eq!(
+            HostMatch::parse("App.Example.com").unwrap(),
+            HostMatch::Exact("app.example.com".into())
+        );
+        assert_eq!(
+            HostMatch::parse("*.example.com").unwrap(),
+            HostMatch::Wildcard("example.com".into())
+        );
         assert_eq!(HostMatch::parse("*").unwrap(), HostMatch::Any);
         for bad in ["", "a..b", "*.", "a b", "**.x", "x.*", "a/b"] {
             assert!(HostMatch::parse(bad).is_err(), "{bad:?}");
@@ -204,8 +221,14 @@ mod tests {
 
     #[test]
     fn hash_keys() {
-        assert_eq!(HashKey::parse("header:X-User").unwrap(), HashKey::Header("x-user".into()));
-        assert_eq!(HashKey::parse("cookie:sid").unwrap(), HashKey::Cookie("sid".into()));
+        assert_eq!(
+            HashKey::parse("header:X-User").unwrap(),
+            HashKey::Header("x-user".into())
+        );
+        assert_eq!(
+            HashKey::parse("cookie:sid").unwrap(),
+            HashKey::Cookie("sid".into())
+        );
         assert!(HashKey::parse("header:").is_err());
         assert!(HashKey::parse("ip").is_err());
     }
@@ -213,6 +236,9 @@ mod tests {
     #[test]
     fn service_ids() {
         assert_eq!(ServiceId::from_file_ref("app").0, "app@file");
-        assert_eq!(ServiceId::from_file_ref("web.shop@rancher").provider(), "rancher");
+        assert_eq!(
+            ServiceId::from_file_ref("web.shop@rancher").provider(),
+            "rancher"
+        );
     }
 }

@@ -17,7 +17,11 @@ struct Args {
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut out = Args { check: false, upgrade: false, config: None };
+    let mut out = Args {
+        check: false,
+        upgrade: false,
+        config: None,
+    };
     while let Some(a) = args.next() {
         match a.as_str() {
             "check" => out.check = true,
@@ -63,8 +67,28 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.server.log.clone());
-    env_logger::Builder::new().parse_filters(&filter).format_timestamp_millis().init();
-    log::info!("lariat {} starting with {}", env!("CARGO_PKG_VERSION"), path.display());
-    lariat::run(config, RunOptions { config_path: Some(path), upgrade: args.upgrade, signals: Signals::Process });
-    ExitCode::SUCCESS
+    env_logger::Builder::new()
+        .parse_filters(&filter)
+        .format_timestamp_millis()
+        .init();
+    log::info!(
+        "lariat {} starting with {}",
+        env!("CARGO_PKG_VERSION"),
+        path.display()
+    );
+    match lariat::run(
+        config,
+        RunOptions {
+            config_path: Some(path),
+            upgrade: args.upgrade,
+            signals: Signals::Process,
+        },
+    ) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("lariat: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

@@ -10,13 +10,16 @@ use crate::state::Shared;
 use async_trait::async_trait;
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::apps::HttpServerOptions;
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::Stream;
 use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::ShutdownWatch;
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
-use pingora_proxy::ProxyServiceBuilder;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 
 /// How the process learns that it should stop.
@@ -41,9 +44,11 @@ struct ProcessSignals;
 impl ShutdownSignalWatch for ProcessSignals {
     async fn recv(&self) -> ShutdownSignal {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int), Ok(mut quit)) =
-            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::quit()))
-        else {
+        let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
+        ) else {
             log::error!("cannot install signal handlers; lariat stops only when killed");
             return std::future::pending().await;
         };
@@ -68,6 +73,67 @@ impl ShutdownSignalWatch for ChannelSignals {
     }
 }
 
+/// Keeps idle keep-alive connections open for most of the grace period after a stop begins.
+/// Meanwhile every response carries `Connection: close`, so clients move to the new process (or
+/// give up) between requests instead of finding a connection closed under a request in flight.
+struct Graceful<A> {
+    inner: Arc<A>,
+    linger: Duration,
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Graceful<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        session: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        self.inner.process_new(session, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        tokio::time::sleep(self.linger).await;
+        self.inner.cleanup().await;
+    }
+}
+
+/// How long idle connections stay open once a stop begins: the grace period less a margin for
+/// the close to reach clients before the runtimes stop.
+fn linger(grace: Duration) -> Duration {
+    grace.saturating_sub((grace / 4).min(Duration::from_secs(1)))
+}
+
+/// Why the server could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{key}: cannot listen on {addr}: {source}")]
+    Listen {
+        key: String,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Fail early, naming the key, when a listener's address cannot be bound (in use, not local).
+fn check_listeners(config: &Config) -> Result<(), StartError> {
+    let all = config
+        .entrypoints
+        .values()
+        .map(|e| (format!("entrypoints.{}.listen", e.name), e.listen))
+        .chain(std::iter::once((
+            "admin.listen".to_string(),
+            config.admin.listen,
+        )));
+    for (key, addr) in all {
+        std::net::TcpListener::bind(addr).map_err(|source| StartError::Listen {
+            key,
+            addr,
+            source,
+        })?;
+    }
+    Ok(())
+}
+
 /// A built server, ready to run.
 pub struct Built {
     server: Server,
@@ -77,18 +143,30 @@ pub struct Built {
 }
 
 fn server_conf(config: &Config) -> ServerConf {
-    let mut conf = ServerConf::default();
-    conf.threads = config.server.threads;
-    conf.grace_period_seconds = Some(config.server.grace_period.as_secs_f64().ceil() as u64);
-    conf.graceful_shutdown_timeout_seconds = Some(1);
-    conf.upgrade_sock = config.server.upgrade_sock.clone();
-    conf.pid_file = config.server.pid_file.clone();
-    conf
+    ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(config.server.grace_period.as_secs_f64().ceil() as u64),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock: config.server.upgrade_sock.clone(),
+        pid_file: config.server.pid_file.clone(),
+        ..ServerConf::default()
+    }
 }
 
-/// Build every service of the process from a validated config.
-pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Built {
-    let opt = Opt { upgrade, ..Default::default() };
+/// Build every service of the process from a validated config. With `upgrade`, the listeners
+/// come from the running lariat instead of being bound here.
+pub fn build(
+    config: Config,
+    config_path: Option<PathBuf>,
+    upgrade: bool,
+) -> Result<Built, StartError> {
+    if !upgrade {
+        check_listeners(&config)?;
+    }
+    let opt = Opt {
+        upgrade,
+        ..Default::default()
+    };
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config));
     server.bootstrap();
     let conf = server.configuration.clone();
@@ -102,13 +180,25 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Bui
             EntrypointKind::Http => {
                 let mut opts = HttpServerOptions::default();
                 opts.h2c = ep.h2c;
-                let app = HttpProxy { entrypoint: name, shared: shared.clone() };
-                let mut svc = ProxyServiceBuilder::new(&conf, app).name(format!("entrypoint {}", ep.name)).server_options(opts).build();
+                let app = HttpProxy {
+                    entrypoint: name,
+                    shared: shared.clone(),
+                };
+                let mut proxy = pingora_proxy::http_proxy(&conf, app);
+                proxy.server_options = Some(opts);
+                let graceful = Graceful {
+                    inner: Arc::new(proxy),
+                    linger: linger(config.server.grace_period),
+                };
+                let mut svc = Service::new(format!("entrypoint {}", ep.name), graceful);
                 svc.add_tcp(&addr);
                 server.add_service(svc);
             }
             EntrypointKind::Tcp => {
-                let app = TcpProxy { entrypoint: name, shared: shared.clone() };
+                let app = TcpProxy {
+                    entrypoint: name,
+                    shared: shared.clone(),
+                };
                 let mut svc = Service::new(format!("entrypoint {}", ep.name), app);
                 svc.add_tcp(&addr);
                 server.add_service(svc);
@@ -116,7 +206,10 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Bui
         }
     }
 
-    let admin = Admin { shared: shared.clone(), token: config.admin.token.clone() };
+    let admin = Admin {
+        shared: shared.clone(),
+        token: config.admin.token.clone(),
+    };
     let mut svc = Service::new("admin".to_string(), HttpServer::new_app(admin));
     svc.add_tcp(&config.admin.listen.to_string());
     svc.threads = Some(1);
@@ -128,7 +221,11 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Bui
         reload = Some(provider.trigger());
         server.add_service(background_service("file provider", provider));
     }
-    Built { server, shared, reload }
+    Ok(Built {
+        server,
+        shared,
+        reload,
+    })
 }
 
 impl Built {
@@ -143,8 +240,9 @@ impl Built {
 }
 
 /// Build and run in this thread until stopped.
-pub fn run(config: Config, opts: RunOptions) {
-    build(config, opts.config_path, opts.upgrade).run(opts.signals);
+pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
+    build(config, opts.config_path, opts.upgrade)?.run(opts.signals);
+    Ok(())
 }
 
 /// A lariat running on a thread of this process (tests, embedding).
@@ -157,13 +255,18 @@ pub struct Running {
 
 impl Running {
     /// Start `config` on a new thread.
-    pub fn start(config: Config, config_path: Option<PathBuf>) -> Running {
+    pub fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, StartError> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let built = build(config, config_path, false);
+        let built = build(config, config_path, false)?;
         let shared = built.shared.clone();
         let reload = built.reload.clone();
         let thread = std::thread::spawn(move || built.run(Signals::Channel(rx)));
-        Running { stop: tx, thread: Some(thread), shared, reload }
+        Ok(Running {
+            stop: tx,
+            thread: Some(thread),
+            shared,
+            reload,
+        })
     }
 
     /// Drain for the grace period, then stop; returns when the server has exited.

@@ -5,8 +5,14 @@ use lariat::Config;
 use std::path::Path;
 
 fn files(dir: &str) -> Vec<std::path::PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(dir);
-    let mut v: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "toml")).collect();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(dir);
+    let mut v: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
     v.sort();
     assert!(!v.is_empty(), "no fixtures in {}", dir.display());
     v
@@ -25,7 +31,12 @@ fn valid_fixtures_load() {
 fn invalid_fixtures_are_refused_naming_the_key() {
     for f in files("invalid") {
         let text = std::fs::read_to_string(&f).unwrap();
-        let expect = text.lines().next().and_then(|l| l.strip_prefix("# expect:")).unwrap_or_else(|| panic!("{}: first line must be '# expect: KEY'", f.display())).trim();
+        let expect = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect:"))
+            .unwrap_or_else(|| panic!("{}: first line must be '# expect: KEY'", f.display()))
+            .trim();
         let err = match Config::load(&f) {
             Ok(_) => panic!("{} accepted", f.display()),
             Err(e) => e,

@@ -31,7 +31,12 @@ backends = [{service_backends}]
 }
 
 /// Send requests in a loop from several tasks until told to stop; count ok and failed.
-fn load(url: String, stop: Arc<AtomicBool>, ok: Arc<AtomicUsize>, failed: Arc<AtomicUsize>) -> Vec<tokio::task::JoinHandle<()>> {
+fn load(
+    url: String,
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     (0..4)
         .map(|_| {
             let (url, stop, ok, failed) = (url.clone(), stop.clone(), ok.clone(), failed.clone());
@@ -55,26 +60,49 @@ fn load(url: String, stop: Arc<AtomicBool>, ok: Arc<AtomicUsize>, failed: Arc<At
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_under_load_loses_nothing() {
     let (a, b) = (http_backend("a").await, http_backend("b").await);
-    let mut l = Lariat::new(&[("b:a", a.addr.to_string()), ("b:b", b.addr.to_string())]).start(&conf("\"{b:a}\"", "")).await;
-    let (stop, ok, failed) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut l = Lariat::new(&[("b:a", a.addr.to_string()), ("b:b", b.addr.to_string())])
+        .start(&conf("\"{b:a}\"", ""))
+        .await;
+    let (stop, ok, failed) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
     let tasks = load(l.url("web", "/"), stop.clone(), ok.clone(), failed.clone());
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Move traffic a -> a+b -> b -> a, with a new route in between.
     for (backends, route) in [
         ("\"{b:a}\", \"{b:b}\"", ""),
-        ("\"{b:b}\"", "[[routes]]\nhost = \"new.test\"\nservice = \"app\""),
+        (
+            "\"{b:b}\"",
+            "[[routes]]\nhost = \"new.test\"\nservice = \"app\"",
+        ),
         ("\"{b:a}\"", ""),
     ] {
-        assert!(l.rewrite(&conf(backends, route)).await, "valid reload refused");
+        assert!(
+            l.rewrite(&conf(backends, route)).await,
+            "valid reload refused"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     stop.store(true, Ordering::SeqCst);
     for t in tasks {
         t.await.unwrap();
     }
-    assert_eq!(failed.load(Ordering::SeqCst), 0, "requests failed during reloads ({} ok)", ok.load(Ordering::SeqCst));
-    assert!(ok.load(Ordering::SeqCst) > 100, "too few requests to mean anything");
-    assert!(b.hits.load(Ordering::SeqCst) > 0, "the reloaded backend never got traffic");
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "requests failed during reloads ({} ok)",
+        ok.load(Ordering::SeqCst)
+    );
+    assert!(
+        ok.load(Ordering::SeqCst) > 100,
+        "too few requests to mean anything"
+    );
+    assert!(
+        b.hits.load(Ordering::SeqCst) > 0,
+        "the reloaded backend never got traffic"
+    );
     let (status, backend, _) = get(&client(), &l.url("web", "/"), "x.test").await;
     assert_eq!((status, backend.as_str()), (200, "a"));
 }
@@ -82,7 +110,9 @@ async fn reload_under_load_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_reload_is_refused_and_old_config_serves() {
     let a = http_backend("a").await;
-    let mut l = Lariat::new(&[("b:a", a.addr.to_string())]).start(&conf("\"{b:a}\"", "")).await;
+    let mut l = Lariat::new(&[("b:a", a.addr.to_string())])
+        .start(&conf("\"{b:a}\"", ""))
+        .await;
     let version = l.running().shared.registry.snapshot().version;
     for bad in [
         conf("\"not-an-address\"", ""),
@@ -94,18 +124,33 @@ async fn invalid_reload_is_refused_and_old_config_serves() {
         let (status, backend, _) = get(&client(), &l.url("web", "/"), "x.test").await;
         assert_eq!((status, backend.as_str()), (200, "a"));
     }
-    assert_eq!(l.running().shared.registry.snapshot().version, version, "a refused config touched the registry");
+    assert_eq!(
+        l.running().shared.registry.snapshot().version,
+        version,
+        "a refused config touched the registry"
+    );
     let (ok, errors) = l.running().shared.reloads();
     // The poller may read a file before the trigger does: each bad file counts once or twice.
-    assert!(ok == 0 && (4..=8).contains(&errors), "reloads ok={ok} error={errors}");
+    assert!(
+        ok == 0 && (4..=8).contains(&errors),
+        "reloads ok={ok} error={errors}"
+    );
     // And a good file after the bad ones is taken.
-    assert!(l.rewrite(&conf("\"{b:a}\"", "[[routes]]\nhost = \"two.test\"\nservice = \"app\"")).await);
+    assert!(
+        l.rewrite(&conf(
+            "\"{b:a}\"",
+            "[[routes]]\nhost = \"two.test\"\nservice = \"app\""
+        ))
+        .await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_change_is_picked_up_without_a_trigger() {
     let (a, b) = (http_backend("a").await, http_backend("b").await);
-    let mut l = Lariat::new(&[("b:a", a.addr.to_string()), ("b:b", b.addr.to_string())]).start(&conf("\"{b:a}\"", "")).await;
+    let mut l = Lariat::new(&[("b:a", a.addr.to_string()), ("b:b", b.addr.to_string())])
+        .start(&conf("\"{b:a}\"", ""))
+        .await;
     let text = l.render(&conf("\"{b:b}\"", ""));
     std::fs::write(&l.path, text).unwrap();
     let url = l.url("web", "/");

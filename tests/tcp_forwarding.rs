@@ -35,7 +35,9 @@ backends = [{backends}]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_megabytes_round_trip_with_checksum() {
     let echo = tcp_echo().await;
-    let l = Lariat::new(&[("b:e", echo.addr.to_string())]).start(&conf("\"{b:e}\"")).await;
+    let l = Lariat::new(&[("b:e", echo.addr.to_string())])
+        .start(&conf("\"{b:e}\""))
+        .await;
     let s = TcpStream::connect(l.addr("pg")).await.unwrap();
     let (mut r, mut w) = s.into_split();
     const TOTAL: usize = 50 * 1024 * 1024;
@@ -85,12 +87,17 @@ async fn fifty_megabytes_round_trip_with_checksum() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close_is_passed_on() {
     let echo = tcp_echo().await;
-    let l = Lariat::new(&[("b:e", echo.addr.to_string())]).start(&conf("\"{b:e}\"")).await;
+    let l = Lariat::new(&[("b:e", echo.addr.to_string())])
+        .start(&conf("\"{b:e}\""))
+        .await;
     let mut s = TcpStream::connect(l.addr("pg")).await.unwrap();
     s.write_all(b"last words").await.unwrap();
     s.shutdown().await.unwrap(); // our write side closes; reading goes on
     let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await.expect("no EOF after half-close").unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+        .await
+        .expect("no EOF after half-close")
+        .unwrap();
     assert_eq!(got, b"last words");
 }
 
@@ -99,13 +106,18 @@ async fn refused_backend_is_skipped() {
     let echo = tcp_echo().await;
     let (_guard, dead) = refusing_addr();
     let dead = dead.to_string();
-    let l = Lariat::new(&[("b:e", echo.addr.to_string()), ("b:d", dead)]).start(&conf("\"{b:d}\", \"{b:e}\"")).await;
+    let l = Lariat::new(&[("b:e", echo.addr.to_string()), ("b:d", dead)])
+        .start(&conf("\"{b:d}\", \"{b:e}\""))
+        .await;
     for i in 0..20 {
         let mut s = TcpStream::connect(l.addr("pg")).await.unwrap();
         s.write_all(format!("ping {i}").as_bytes()).await.unwrap();
         s.shutdown().await.unwrap();
         let mut got = String::new();
-        tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut got)).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(got, format!("ping {i}"));
     }
     assert_eq!(echo.connections.load(Ordering::SeqCst), 20);
@@ -115,9 +127,13 @@ async fn refused_backend_is_skipped() {
 async fn no_backend_closes_the_connection() {
     let (_guard, dead) = refusing_addr();
     let dead = dead.to_string();
-    let l = Lariat::new(&[("b:d", dead)]).start(&conf("\"{b:d}\"")).await;
+    let l = Lariat::new(&[("b:d", dead)])
+        .start(&conf("\"{b:d}\""))
+        .await;
     let mut s = TcpStream::connect(l.addr("pg")).await.unwrap();
     let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("connection left open");
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("connection left open");
     assert!(matches!(n, Ok(0) | Err(_)));
 }

@@ -38,9 +38,15 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Vec<u8>>) -> Re
 
 impl Admin {
     fn authorized(&self, session: &ServerSession) -> bool {
-        let Some(token) = &self.token else { return true };
-        let Some(value) = session.req_header().headers.get("authorization") else { return false };
-        let Some(given) = value.as_bytes().strip_prefix(b"Bearer ") else { return false };
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let Some(value) = session.req_header().headers.get("authorization") else {
+            return false;
+        };
+        let Some(given) = value.as_bytes().strip_prefix(b"Bearer ") else {
+            return false;
+        };
         constant_time_eq(given, token.as_bytes())
     }
 
@@ -49,7 +55,11 @@ impl Admin {
         let mut body = String::from("Hello from lariat.\n\nThis page is served by lariat's admin listener, standing in as a demo backend.\nThe request it received:\n\n");
         body.push_str(&format!("{} {}\n", req.method, req.uri));
         for (k, v) in req.headers.iter() {
-            body.push_str(&format!("{}: {}\n", k, String::from_utf8_lossy(v.as_bytes())));
+            body.push_str(&format!(
+                "{}: {}\n",
+                k,
+                String::from_utf8_lossy(v.as_bytes())
+            ));
         }
         reply(StatusCode::OK, "text/plain; charset=utf-8", body)
     }
@@ -64,15 +74,26 @@ impl ServeHttp for Admin {
             return reply(StatusCode::OK, "text/plain", "ok\n");
         }
         if !self.authorized(session) {
-            let mut r = reply(StatusCode::UNAUTHORIZED, "text/plain", "unauthorized: send Authorization: Bearer <admin.token>\n");
-            r.headers_mut().insert("www-authenticate", http::HeaderValue::from_static("Bearer"));
+            let mut r = reply(
+                StatusCode::UNAUTHORIZED,
+                "text/plain",
+                "unauthorized: send Authorization: Bearer <admin.token>\n",
+            );
+            r.headers_mut()
+                .insert("www-authenticate", http::HeaderValue::from_static("Bearer"));
             return r;
         }
         if method != http::Method::GET && method != http::Method::HEAD {
-            return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "the admin API is read-only\n");
+            return reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                "the admin API is read-only\n",
+            );
         }
         match path.as_str() {
-            p if RESERVED.iter().any(|r| p.starts_with(r)) => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+            p if RESERVED.iter().any(|r| p.starts_with(r)) => {
+                reply(StatusCode::NOT_FOUND, "text/plain", "not found\n")
+            }
             _ => self.demo(session),
         }
     }

@@ -24,7 +24,11 @@ impl Dur {
             "m" => value * 60.0,
             "h" => value * 3600.0,
             "d" => value * 86400.0,
-            _ => return Err(format!("duration {text:?} has unknown unit {unit:?} (use ms, s, m, h or d)")),
+            _ => {
+                return Err(format!(
+                    "duration {text:?} has unknown unit {unit:?} (use ms, s, m, h or d)"
+                ))
+            }
         };
         if !secs.is_finite() || secs > 1e9 {
             return Err(format!("duration {text:?} is out of range"));
@@ -36,7 +40,7 @@ impl Dur {
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms % 1000 == 0 {
+        if ms.is_multiple_of(1000) {
             write!(f, "{}s", ms / 1000)
         } else {
             write!(f, "{ms}ms")
@@ -61,7 +65,10 @@ mod tests {
         assert_eq!(Dur::parse("2s").unwrap().0, Duration::from_secs(2));
         assert_eq!(Dur::parse("1m").unwrap().0, Duration::from_secs(60));
         assert_eq!(Dur::parse("1.5s").unwrap().0, Duration::from_millis(1500));
-        assert_eq!(Dur::parse("30d").unwrap().0, Duration::from_secs(30 * 86400));
+        assert_eq!(
+            Dur::parse("30d").unwrap().0,
+            Duration::from_secs(30 * 86400)
+        );
     }
 
     #[test]

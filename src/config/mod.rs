@@ -107,7 +107,10 @@ impl fmt::Display for Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}", .problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
     Invalid { problems: Vec<Problem> },
 }
@@ -115,7 +118,10 @@ pub enum ConfigError {
 impl ConfigError {
     pub fn problems(&self) -> Vec<Problem> {
         match self {
-            ConfigError::Io { .. } => vec![Problem { key: String::new(), message: self.to_string() }],
+            ConfigError::Io { .. } => vec![Problem {
+                key: String::new(),
+                message: self.to_string(),
+            }],
             ConfigError::Invalid { problems } => problems.clone(),
         }
     }
@@ -124,7 +130,10 @@ impl ConfigError {
 impl Config {
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Config::parse(&text)
     }
 
@@ -140,17 +149,40 @@ impl Config {
         let mut out = String::new();
         let _ = writeln!(out, "admin: http://{}/", self.admin.listen);
         for ep in self.entrypoints.values() {
-            let _ = writeln!(out, "entrypoint {} ({}) on {}", ep.name, ep.kind.name(), ep.listen);
+            let _ = writeln!(
+                out,
+                "entrypoint {} ({}) on {}",
+                ep.name,
+                ep.kind.name(),
+                ep.listen
+            );
         }
         for r in &self.desired.http_routes {
-            let _ = writeln!(out, "route {}{} on [{}] -> {}", r.host, r.path_prefix, r.entrypoints.join(", "), r.service);
+            let _ = writeln!(
+                out,
+                "route {}{} on [{}] -> {}",
+                r.host,
+                r.path_prefix,
+                r.entrypoints.join(", "),
+                r.service
+            );
         }
         for r in &self.desired.tcp_routes {
             let _ = writeln!(out, "route tcp on [{}] -> {}", r.entrypoint, r.service);
         }
         for s in &self.desired.services {
-            let backends: Vec<String> = s.backends.iter().map(|b| format!("{} (weight {})", b.addr, b.weight)).collect();
-            let _ = writeln!(out, "service {} ({}): {}", s.id, s.balance.name(), backends.join(", "));
+            let backends: Vec<String> = s
+                .backends
+                .iter()
+                .map(|b| format!("{} (weight {})", b.addr, b.weight))
+                .collect();
+            let _ = writeln!(
+                out,
+                "service {} ({}): {}",
+                s.id,
+                s.balance.name(),
+                backends.join(", ")
+            );
         }
         out
     }
@@ -161,13 +193,18 @@ fn raw_from_str(text: &str) -> Result<raw::RawConfig, Problem> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let inner = e.into_inner();
-        let line = inner.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let line = inner
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
         let msg = inner.message().trim().to_string();
         let message = match line {
             Some(l) => format!("{msg} (line {l})"),
             None => msg,
         };
-        Problem { key: if key == "." { String::new() } else { key }, message }
+        Problem {
+            key: if key == "." { String::new() } else { key },
+            message,
+        }
     })
 }
 

@@ -90,7 +90,10 @@ impl<'de> Deserialize<'de> for RawBackend {
                 f.write_str(r#""host:port" or { addr = "host:port", weight = N }"#)
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RawBackend, E> {
-                Ok(RawBackend { addr: v.to_string(), weight: None })
+                Ok(RawBackend {
+                    addr: v.to_string(),
+                    weight: None,
+                })
             }
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<RawBackend, M::Error> {
                 let mut addr = None;

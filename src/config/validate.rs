@@ -3,14 +3,19 @@
 
 use super::raw::*;
 use super::*;
-use crate::desired::{Balance, BackendSpec, HashKey, HostMatch, HttpRoute, ServiceId, ServiceSpec, TcpRoute};
+use crate::desired::{
+    BackendSpec, Balance, HashKey, HostMatch, HttpRoute, ServiceId, ServiceSpec, TcpRoute,
+};
 use std::collections::{BTreeSet, HashMap};
 
 struct Problems(Vec<Problem>);
 
 impl Problems {
     fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem { key: key.into(), message: message.into() });
+        self.0.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
     }
 }
 
@@ -24,7 +29,12 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
     let providers = Providers {
         file: FileProvider {
             watch: raw.providers.file.watch.unwrap_or(true),
-            poll_interval: raw.providers.file.poll_interval.map(|d| d.0).unwrap_or(Duration::from_secs(1)),
+            poll_interval: raw
+                .providers
+                .file
+                .poll_interval
+                .map(|d| d.0)
+                .unwrap_or(Duration::from_secs(1)),
         },
     };
     if providers.file.poll_interval < Duration::from_millis(10) {
@@ -37,19 +47,32 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         server,
         admin,
         entrypoints,
-        desired: Desired { http_routes, tcp_routes, services },
+        desired: Desired {
+            http_routes,
+            tcp_routes,
+            services,
+        },
         providers,
     })
 }
 
 fn server(raw: &RawServer, p: &mut Problems) -> ServerSettings {
-    let threads = raw.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let threads = raw.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     if threads == 0 || threads > 1024 {
         p.add("server.threads", "must be between 1 and 1024");
     }
     let log = raw.log.clone().unwrap_or_else(|| "info".into());
     let level_ok = log.split(',').all(|d| {
-        let lvl = d.rsplit('=').next().unwrap_or("").trim().to_ascii_lowercase();
+        let lvl = d
+            .rsplit('=')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         ["off", "error", "warn", "info", "debug", "trace"].contains(&lvl.as_str())
     });
     if !level_ok {
@@ -57,17 +80,27 @@ fn server(raw: &RawServer, p: &mut Problems) -> ServerSettings {
     }
     ServerSettings {
         threads,
-        grace_period: raw.grace_period.map(|d| d.0).unwrap_or(Duration::from_secs(5)),
+        grace_period: raw
+            .grace_period
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(5)),
         log,
         access_log: raw.access_log.unwrap_or(true),
-        upgrade_sock: raw.upgrade_sock.clone().unwrap_or_else(|| "/tmp/lariat_upgrade.sock".into()),
-        pid_file: raw.pid_file.clone().unwrap_or_else(|| "/tmp/lariat.pid".into()),
+        upgrade_sock: raw
+            .upgrade_sock
+            .clone()
+            .unwrap_or_else(|| "/tmp/lariat_upgrade.sock".into()),
+        pid_file: raw
+            .pid_file
+            .clone()
+            .unwrap_or_else(|| "/tmp/lariat.pid".into()),
     }
 }
 
 fn admin(raw: &RawAdmin, p: &mut Problems) -> AdminSettings {
     let text = raw.listen.as_deref().unwrap_or("127.0.0.1:9090");
-    let listen = parse_addr(text, "admin.listen", p).unwrap_or_else(|| ([127, 0, 0, 1], 9090).into());
+    let listen =
+        parse_addr(text, "admin.listen", p).unwrap_or_else(|| ([127, 0, 0, 1], 9090).into());
     let token = raw.token.clone().filter(|t| !t.is_empty());
     let insecure = raw.insecure.unwrap_or(false);
     if !listen.ip().is_loopback() && token.is_none() && !insecure {
@@ -76,7 +109,11 @@ fn admin(raw: &RawAdmin, p: &mut Problems) -> AdminSettings {
             format!("{listen} is not a loopback address: set admin.token, or admin.insecure = true to expose the admin API without one"),
         );
     }
-    AdminSettings { listen, token, insecure }
+    AdminSettings {
+        listen,
+        token,
+        insecure,
+    }
 }
 
 fn parse_addr(text: &str, key: &str, p: &mut Problems) -> Option<SocketAddr> {
@@ -89,7 +126,11 @@ fn parse_addr(text: &str, key: &str, p: &mut Problems) -> Option<SocketAddr> {
     }
 }
 
-fn entrypoints(raw: &BTreeMap<String, RawEntrypoint>, admin: &AdminSettings, p: &mut Problems) -> BTreeMap<String, Entrypoint> {
+fn entrypoints(
+    raw: &BTreeMap<String, RawEntrypoint>,
+    admin: &AdminSettings,
+    p: &mut Problems,
+) -> BTreeMap<String, Entrypoint> {
     let mut out = BTreeMap::new();
     let mut seen: HashMap<SocketAddr, String> = HashMap::new();
     seen.insert(admin.listen, "admin.listen".into());
@@ -99,21 +140,35 @@ fn entrypoints(raw: &BTreeMap<String, RawEntrypoint>, admin: &AdminSettings, p: 
             "http" => Some(EntrypointKind::Http),
             "tcp" => Some(EntrypointKind::Tcp),
             other => {
-                p.add(format!("{key}.kind"), format!("{other:?} is not one of http, tcp"));
+                p.add(
+                    format!("{key}.kind"),
+                    format!("{other:?} is not one of http, tcp"),
+                );
                 None
             }
         };
         let listen = parse_addr(&ep.listen, &format!("{key}.listen"), p);
         if let Some(addr) = listen {
             if let Some(prev) = seen.insert(addr, format!("{key}.listen")) {
-                p.add(format!("{key}.listen"), format!("{addr} is already used by {prev}"));
+                p.add(
+                    format!("{key}.listen"),
+                    format!("{addr} is already used by {prev}"),
+                );
             }
         }
         if ep.h2c.is_some() && kind == Some(EntrypointKind::Tcp) {
             p.add(format!("{key}.h2c"), "only http entrypoints speak h2c");
         }
         if let (Some(kind), Some(listen)) = (kind, listen) {
-            out.insert(name.clone(), Entrypoint { name: name.clone(), listen, kind, h2c: ep.h2c.unwrap_or(true) });
+            out.insert(
+                name.clone(),
+                Entrypoint {
+                    name: name.clone(),
+                    listen,
+                    kind,
+                    h2c: ep.h2c.unwrap_or(true),
+                },
+            );
         }
     }
     out
@@ -124,7 +179,10 @@ fn services(raw: &BTreeMap<String, RawService>, p: &mut Problems) -> Vec<Service
     for (name, s) in raw {
         let key = format!("services.{name}");
         if name.contains('@') || name.is_empty() {
-            p.add(&key, "a service name in the file cannot contain '@' (its id is name@file)");
+            p.add(
+                &key,
+                "a service name in the file cannot contain '@' (its id is name@file)",
+            );
             continue;
         }
         let mut spec = ServiceSpec::new(ServiceId::from_file_ref(name), Vec::new());
@@ -133,13 +191,19 @@ fn services(raw: &BTreeMap<String, RawService>, p: &mut Problems) -> Vec<Service
             let bkey = format!("{key}.backends[{i}]");
             let weight = b.weight.unwrap_or(1);
             if !(1..=1000).contains(&weight) {
-                p.add(format!("{bkey}.weight"), format!("{weight} is not between 1 and 1000"));
+                p.add(
+                    format!("{bkey}.weight"),
+                    format!("{weight} is not between 1 and 1000"),
+                );
             }
             if let Some(addr) = parse_addr(&b.addr, &bkey, p) {
                 if !seen.insert(addr) {
                     p.add(&bkey, format!("{addr} is listed twice"));
                 }
-                spec.backends.push(BackendSpec { addr, weight: weight.clamp(1, 1000) as u32 });
+                spec.backends.push(BackendSpec {
+                    addr,
+                    weight: weight.clamp(1, 1000) as u32,
+                });
             }
         }
         let hash_key = match s.hash_key.as_deref().map(HashKey::parse) {
@@ -154,14 +218,24 @@ fn services(raw: &BTreeMap<String, RawService>, p: &mut Problems) -> Vec<Service
             "round_robin" => Balance::RoundRobin,
             "random" => Balance::Random,
             "least_conn" => Balance::LeastConn,
-            "consistent_hash" => Balance::ConsistentHash(hash_key.clone().unwrap_or(HashKey::ClientIp)),
+            "consistent_hash" => {
+                Balance::ConsistentHash(hash_key.clone().unwrap_or(HashKey::ClientIp))
+            }
             other => {
-                p.add(format!("{key}.balance"), format!("{other:?} is not one of round_robin, random, least_conn, consistent_hash"));
+                p.add(
+                    format!("{key}.balance"),
+                    format!(
+                        "{other:?} is not one of round_robin, random, least_conn, consistent_hash"
+                    ),
+                );
                 Balance::RoundRobin
             }
         };
         if hash_key.is_some() && !matches!(spec.balance, Balance::ConsistentHash(_)) {
-            p.add(format!("{key}.hash_key"), "only applies to balance = \"consistent_hash\"");
+            p.add(
+                format!("{key}.hash_key"),
+                "only applies to balance = \"consistent_hash\"",
+            );
         }
         if let Some(r) = s.retries {
             if r > 16 {
@@ -205,15 +279,25 @@ fn routes(
         let key = format!("routes[{i}]");
         let service = ServiceId::from_file_ref(&r.service);
         if !r.service.contains('@') && !services.contains_key(&r.service) {
-            p.add(format!("{key}.service"), format!("no service {:?} in [services]", r.service));
+            p.add(
+                format!("{key}.service"),
+                format!("no service {:?} in [services]", r.service),
+            );
         }
         let names: Vec<String> = match &r.entrypoints {
             Some(list) if list.is_empty() => {
-                p.add(format!("{key}.entrypoints"), "is empty: leave it out to mean every http entrypoint");
+                p.add(
+                    format!("{key}.entrypoints"),
+                    "is empty: leave it out to mean every http entrypoint",
+                );
                 continue;
             }
             Some(list) => list.clone(),
-            None => eps.values().filter(|e| e.kind == EntrypointKind::Http).map(|e| e.name.clone()).collect(),
+            None => eps
+                .values()
+                .filter(|e| e.kind == EntrypointKind::Http)
+                .map(|e| e.name.clone())
+                .collect(),
         };
         let mut kinds = BTreeSet::new();
         for (j, n) in names.iter().enumerate() {
@@ -221,26 +305,43 @@ fn routes(
                 Some(ep) => {
                     kinds.insert(ep.kind.name());
                 }
-                None => p.add(format!("{key}.entrypoints[{j}]"), format!("no entrypoint {n:?} in [entrypoints]")),
+                None => p.add(
+                    format!("{key}.entrypoints[{j}]"),
+                    format!("no entrypoint {n:?} in [entrypoints]"),
+                ),
             }
         }
         if kinds.len() > 1 {
-            p.add(format!("{key}.entrypoints"), "mixes http and tcp entrypoints: make one route for each kind");
+            p.add(
+                format!("{key}.entrypoints"),
+                "mixes http and tcp entrypoints: make one route for each kind",
+            );
             continue;
         }
         if kinds.contains("tcp") {
             if r.host.is_some() || r.path_prefix.is_some() {
-                p.add(&key, "a route on a tcp entrypoint cannot have host or path_prefix");
+                p.add(
+                    &key,
+                    "a route on a tcp entrypoint cannot have host or path_prefix",
+                );
             }
             for n in names {
                 if let Some(prev) = tcp_owner.insert(n.clone(), i) {
                     p.add(format!("{key}.entrypoints"), format!("tcp entrypoint {n:?} already forwards to the service of routes[{prev}]"));
                 }
-                tcp.push(TcpRoute { entrypoint: n, service: service.clone() });
+                tcp.push(TcpRoute {
+                    entrypoint: n,
+                    service: service.clone(),
+                });
             }
             continue;
         }
-        let host = match r.host.as_deref().map(HostMatch::parse).unwrap_or(Ok(HostMatch::Any)) {
+        let host = match r
+            .host
+            .as_deref()
+            .map(HostMatch::parse)
+            .unwrap_or(Ok(HostMatch::Any))
+        {
             Ok(h) => h,
             Err(e) => {
                 p.add(format!("{key}.host"), e);
@@ -248,13 +349,28 @@ fn routes(
             }
         };
         let path_prefix = r.path_prefix.clone().unwrap_or_else(|| "/".into());
-        if !path_prefix.starts_with('/') || path_prefix.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
-            p.add(format!("{key}.path_prefix"), format!("{path_prefix:?} must start with '/' and contain no spaces"));
+        if !path_prefix.starts_with('/')
+            || path_prefix
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            p.add(
+                format!("{key}.path_prefix"),
+                format!("{path_prefix:?} must start with '/' and contain no spaces"),
+            );
         }
         if names.is_empty() {
-            p.add(format!("{key}.entrypoints"), "there is no http entrypoint for this route");
+            p.add(
+                format!("{key}.entrypoints"),
+                "there is no http entrypoint for this route",
+            );
         }
-        http.push(HttpRoute { entrypoints: names, host, path_prefix, service });
+        http.push(HttpRoute {
+            entrypoints: names,
+            host,
+            path_prefix,
+            service,
+        });
     }
     (http, tcp)
 }

@@ -16,7 +16,10 @@ use tokio::sync::Notify;
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
     #[error("config {path} refused, the running config stays:\n{source}")]
-    Invalid { path: PathBuf, source: crate::config::ConfigError },
+    Invalid {
+        path: PathBuf,
+        source: crate::config::ConfigError,
+    },
 }
 
 pub struct FileProvider {
@@ -42,7 +45,12 @@ fn stamp(path: &PathBuf) -> Option<Stamp> {
 
 impl FileProvider {
     pub fn new(path: PathBuf, shared: Arc<Shared>, config: Config) -> FileProvider {
-        FileProvider { path, shared, current: Mutex::new(config), trigger: Arc::new(Notify::new()) }
+        FileProvider {
+            path,
+            shared,
+            current: Mutex::new(config),
+            trigger: Arc::new(Notify::new()),
+        }
     }
 
     /// A handle that asks for a reload now.
@@ -56,7 +64,10 @@ impl FileProvider {
             Ok(c) => c,
             Err(source) => {
                 self.shared.count_reload(false);
-                return Err(ReloadError::Invalid { path: self.path.clone(), source });
+                return Err(ReloadError::Invalid {
+                    path: self.path.clone(),
+                    source,
+                });
             }
         };
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
@@ -66,8 +77,13 @@ impl FileProvider {
                 self.path.display()
             );
         }
-        if new.server.threads != current.server.threads || new.server.grace_period != current.server.grace_period {
-            log::warn!("{}: server.threads and server.grace_period take effect after `lariat --upgrade`", self.path.display());
+        if new.server.threads != current.server.threads
+            || new.server.grace_period != current.server.grace_period
+        {
+            log::warn!(
+                "{}: server.threads and server.grace_period take effect after `lariat --upgrade`",
+                self.path.display()
+            );
         }
         self.shared.set_access_log(new.server.access_log);
         let stats = self.shared.registry.apply("file", new.desired.clone());

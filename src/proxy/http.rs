@@ -36,9 +36,15 @@ impl HttpProxy {
     fn hash_key(key: &HashKey, session: &Session, client_ip: Option<IpAddr>) -> Vec<u8> {
         let req = session.req_header();
         match key {
-            HashKey::ClientIp => client_ip.map(|ip| ip.to_string().into_bytes()).unwrap_or_default(),
+            HashKey::ClientIp => client_ip
+                .map(|ip| ip.to_string().into_bytes())
+                .unwrap_or_default(),
             HashKey::Path => req.uri.path().as_bytes().to_vec(),
-            HashKey::Header(name) => req.headers.get(name.as_str()).map(|v| v.as_bytes().to_vec()).unwrap_or_default(),
+            HashKey::Header(name) => req
+                .headers
+                .get(name.as_str())
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or_default(),
             HashKey::Cookie(name) => cookie(req, name).unwrap_or_default(),
         }
     }
@@ -63,7 +69,10 @@ pub fn request_host(req: &RequestHeader) -> &str {
     if let Some(a) = req.uri.authority() {
         return a.as_str();
     }
-    req.headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("")
+    req.headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
 }
 
 #[async_trait]
@@ -84,7 +93,10 @@ impl ProxyHttp for HttpProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.start = Instant::now();
-        ctx.client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        ctx.client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
         let snap = self.shared.registry.snapshot();
         let req = session.req_header();
         let target = snap
@@ -132,18 +144,34 @@ impl ProxyHttp for HttpProxy {
         Ok(Box::new(peer))
     }
 
-    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
         if let Some(a) = &ctx.attempt {
             a.member().record_failure();
         }
-        let retries = ctx.target.as_ref().and_then(|t| t.service.as_ref()).map(|s| s.spec.retries).unwrap_or(0);
+        let retries = ctx
+            .target
+            .as_ref()
+            .and_then(|t| t.service.as_ref())
+            .map(|s| s.spec.retries)
+            .unwrap_or(0);
         if ctx.tried.len() <= retries as usize {
             e.set_retry(true);
         }
         e
     }
 
-    async fn upstream_request_filter(&self, session: &mut Session, req: &mut RequestHeader, ctx: &mut Ctx) -> Result<()> {
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
         let host = request_host(session.req_header()).to_string();
         if req.headers.get("host").is_none() && !host.is_empty() {
             req.insert_header("host", &host)?;
@@ -180,20 +208,30 @@ impl ProxyHttp for HttpProxy {
         if code > 0 && session.response_written().is_none() {
             let _ = respond::text(session, code, respond::body_for(code)).await;
         }
-        FailToProxy { error_code: code, can_reuse_downstream: false }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         if !self.shared.access_log() {
             return;
         }
-        let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
         let req = session.req_header();
         let (route, service) = match &ctx.target {
             Some(t) => (&*t.name, t.id.0.as_str()),
             None => ("-", "-"),
         };
-        let backend = ctx.attempt.as_ref().map(|a| a.member().addr.to_string()).unwrap_or_else(|| "-".into());
+        let backend = ctx
+            .attempt
+            .as_ref()
+            .map(|a| a.member().addr.to_string())
+            .unwrap_or_else(|| "-".into());
         log::info!(
             target: "access",
             "http entrypoint={} client={} method={} route={} service={} backend={} status={} bytes={} duration_ms={:.3}{}",

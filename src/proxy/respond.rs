@@ -4,7 +4,11 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
 /// Write a complete text response. A 503 carries `Retry-After`.
-pub async fn text(session: &mut Session, status: u16, body: &'static str) -> pingora_core::Result<()> {
+pub async fn text(
+    session: &mut Session,
+    status: u16,
+    body: &'static str,
+) -> pingora_core::Result<()> {
     let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header("content-type", "text/plain; charset=utf-8")?;
     resp.insert_header("content-length", body.len().to_string())?;
@@ -16,7 +20,9 @@ pub async fn text(session: &mut Session, status: u16, body: &'static str) -> pin
         session.set_keepalive(None);
     }
     session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(bytes::Bytes::from_static(body.as_bytes())), true).await?;
+    session
+        .write_response_body(Some(bytes::Bytes::from_static(body.as_bytes())), true)
+        .await?;
     Ok(())
 }
 

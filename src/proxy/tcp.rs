@@ -24,10 +24,15 @@ impl TcpProxy {
         let snap = self.shared.registry.snapshot();
         let (id, service) = snap.tcp.get(&*self.entrypoint)?;
         let Some(service) = service else {
-            log::warn!("tcp entrypoint {}: service {id} does not exist", self.entrypoint);
+            log::warn!(
+                "tcp entrypoint {}: service {id} does not exist",
+                self.entrypoint
+            );
             return None;
         };
-        let key = client.map(|c| c.ip().to_string().into_bytes()).unwrap_or_default();
+        let key = client
+            .map(|c| c.ip().to_string().into_bytes())
+            .unwrap_or_default();
         let mut tried = Vec::new();
         while tried.len() <= service.spec.retries as usize {
             let (i, slot) = service.pick(&key, &tried)?;
@@ -49,9 +54,15 @@ impl TcpProxy {
 
 #[async_trait]
 impl ServerApp for TcpProxy {
-    async fn process_new(self: &Arc<Self>, mut io: Stream, _shutdown: &ShutdownWatch) -> Option<Stream> {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut io: Stream,
+        _shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
         let start = Instant::now();
-        let client = io.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
+        let client = io
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
         let Some((mut upstream, slot, service)) = self.connect(client).await else {
             if self.shared.access_log() {
                 log::info!(target: "access", "tcp entrypoint={} client={} service=- backend=- status=no_backend", self.entrypoint, fmt_addr(client));

@@ -19,7 +19,12 @@ pub struct Member {
 
 impl Member {
     pub fn new(addr: SocketAddr) -> Arc<Member> {
-        Arc::new(Member { addr, in_flight: AtomicU32::new(0), requests: AtomicU64::new(0), failures: AtomicU64::new(0) })
+        Arc::new(Member {
+            addr,
+            in_flight: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        })
     }
 
     pub fn in_flight(&self) -> u32 {

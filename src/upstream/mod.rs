@@ -44,7 +44,10 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        Registry { current: ArcSwap::from_pointee(Snapshot::default()), writer: Mutex::new(BTreeMap::new()) }
+        Registry {
+            current: ArcSwap::from_pointee(Snapshot::default()),
+            writer: Mutex::new(BTreeMap::new()),
+        }
     }
 }
 
@@ -84,7 +87,11 @@ impl Registry {
                 services.insert(spec.id.clone(), svc);
             }
         }
-        let mut snap = Snapshot { version: old.version + 1, services, ..Default::default() };
+        let mut snap = Snapshot {
+            version: old.version + 1,
+            services,
+            ..Default::default()
+        };
         for d in all.values() {
             for r in &d.http_routes {
                 let svc = snap.services.get(&r.service).cloned();
@@ -95,11 +102,16 @@ impl Registry {
             }
             for r in &d.tcp_routes {
                 if snap.tcp.contains_key(&r.entrypoint) {
-                    log::warn!("tcp entrypoint {} is claimed twice; {} ignored", r.entrypoint, r.service);
+                    log::warn!(
+                        "tcp entrypoint {} is claimed twice; {} ignored",
+                        r.entrypoint,
+                        r.service
+                    );
                     continue;
                 }
                 let svc = snap.services.get(&r.service).cloned();
-                snap.tcp.insert(r.entrypoint.clone(), (r.service.clone(), svc));
+                snap.tcp
+                    .insert(r.entrypoint.clone(), (r.service.clone(), svc));
                 snap.tcp_routes.push(r.clone());
             }
         }
@@ -116,7 +128,13 @@ mod tests {
     fn spec(name: &str, ports: &[u16]) -> ServiceSpec {
         ServiceSpec::new(
             ServiceId(format!("{name}@file")),
-            ports.iter().map(|p| BackendSpec { addr: format!("127.0.0.1:{p}").parse().unwrap(), weight: 1 }).collect(),
+            ports
+                .iter()
+                .map(|p| BackendSpec {
+                    addr: format!("127.0.0.1:{p}").parse().unwrap(),
+                    weight: 1,
+                })
+                .collect(),
         )
     }
 
@@ -130,7 +148,11 @@ mod tests {
                 service: s.id.clone(),
             })
             .collect();
-        Desired { http_routes, tcp_routes: vec![], services }
+        Desired {
+            http_routes,
+            tcp_routes: vec![],
+            services,
+        }
     }
 
     #[test]
@@ -138,13 +160,25 @@ mod tests {
         let reg = Registry::default();
         reg.apply("file", desired(vec![spec("a", &[1, 2]), spec("b", &[3])]));
         let s1 = reg.snapshot();
-        let stats = reg.apply("file", desired(vec![spec("a", &[1, 2]), spec("b", &[3, 4])]));
-        assert_eq!(stats, ApplyStats { services_reused: 1, services_rebuilt: 1 });
+        let stats = reg.apply(
+            "file",
+            desired(vec![spec("a", &[1, 2]), spec("b", &[3, 4])]),
+        );
+        assert_eq!(
+            stats,
+            ApplyStats {
+                services_reused: 1,
+                services_rebuilt: 1
+            }
+        );
         let s2 = reg.snapshot();
         let id = |n: &str| ServiceId(format!("{n}@file"));
         assert!(Arc::ptr_eq(&s1.services[&id("a")], &s2.services[&id("a")]));
         assert!(!Arc::ptr_eq(&s1.services[&id("b")], &s2.services[&id("b")]));
-        assert!(Arc::ptr_eq(&s1.services[&id("b")].members[0], &s2.services[&id("b")].members[0]));
+        assert!(Arc::ptr_eq(
+            &s1.services[&id("b")].members[0],
+            &s2.services[&id("b")].members[0]
+        ));
         assert_eq!(s2.version, s1.version + 1);
         // The old snapshot is untouched.
         assert_eq!(s1.services[&id("b")].members.len(), 1);
@@ -158,7 +192,13 @@ mod tests {
         reg.apply("file", desired(vec![spec("a", &[1])]));
         let mut r = spec("r", &[5]);
         r.id = ServiceId("r@rancher".into());
-        reg.apply("rancher", Desired { services: vec![r], ..Default::default() });
+        reg.apply(
+            "rancher",
+            Desired {
+                services: vec![r],
+                ..Default::default()
+            },
+        );
         assert_eq!(reg.snapshot().services.len(), 2);
         reg.apply("rancher", Desired::default());
         assert_eq!(reg.snapshot().services.len(), 1);

@@ -2,8 +2,10 @@
 //! consistent hashing, plus our own least-connections. Callers may veto any candidate.
 
 use super::member::Member;
-use crate::desired::{Balance, BackendSpec};
-use pingora_load_balancing::selection::{BackendIter, BackendSelection, Consistent, Random, RoundRobin};
+use crate::desired::{BackendSpec, Balance};
+use pingora_load_balancing::selection::{
+    BackendIter, BackendSelection, Consistent, Random, RoundRobin,
+};
 use pingora_load_balancing::Backend;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,7 +47,13 @@ impl Selector {
 
     /// Pick a member index: the algorithm's choices first, then any acceptable member, so a veto
     /// never hides a usable backend. `key` feeds consistent hashing only.
-    pub fn select(&self, key: &[u8], members: &[Arc<Member>], weights: &[u32], accept: &dyn Fn(usize) -> bool) -> Option<usize> {
+    pub fn select(
+        &self,
+        key: &[u8],
+        members: &[Arc<Member>],
+        weights: &[u32],
+        accept: &dyn Fn(usize) -> bool,
+    ) -> Option<usize> {
         let n = members.len();
         if n == 0 {
             return None;
@@ -77,7 +85,11 @@ impl Selector {
     }
 }
 
-fn first_accepted(mut it: impl BackendIter, max_iter: usize, accept: &dyn Fn(usize) -> bool) -> Option<usize> {
+fn first_accepted(
+    mut it: impl BackendIter,
+    max_iter: usize,
+    accept: &dyn Fn(usize) -> bool,
+) -> Option<usize> {
     for _ in 0..max_iter {
         let b = it.next()?;
         if let Some(Index(i)) = b.ext.get::<Index>() {
@@ -96,7 +108,10 @@ mod tests {
 
     fn members(n: usize) -> (Vec<Arc<Member>>, Vec<BackendSpec>) {
         let specs: Vec<BackendSpec> = (0..n)
-            .map(|i| BackendSpec { addr: format!("127.0.0.1:{}", 1000 + i).parse().unwrap(), weight: 1 })
+            .map(|i| BackendSpec {
+                addr: format!("127.0.0.1:{}", 1000 + i).parse().unwrap(),
+                weight: 1,
+            })
             .collect();
         (specs.iter().map(|b| Member::new(b.addr)).collect(), specs)
     }
@@ -116,7 +131,12 @@ mod tests {
     #[test]
     fn veto_falls_through_to_any_acceptable() {
         let (m, specs) = members(4);
-        for bal in [Balance::RoundRobin, Balance::Random, Balance::LeastConn, Balance::ConsistentHash(HashKey::Path)] {
+        for bal in [
+            Balance::RoundRobin,
+            Balance::Random,
+            Balance::LeastConn,
+            Balance::ConsistentHash(HashKey::Path),
+        ] {
             let s = Selector::build(&bal, &specs);
             for _ in 0..20 {
                 assert_eq!(s.select(b"k", &m, &[1; 4], &|i| i == 2), Some(2));

@@ -27,12 +27,22 @@ impl Service {
         let members = spec
             .backends
             .iter()
-            .map(|b| old.get(&b.addr).map(|m| Arc::clone(m)).unwrap_or_else(|| Member::new(b.addr)))
+            .map(|b| {
+                old.get(&b.addr)
+                    .map(|m| Arc::clone(m))
+                    .unwrap_or_else(|| Member::new(b.addr))
+            })
             .collect();
         let weights = spec.backends.iter().map(|b| b.weight).collect();
         let selector = Selector::build(&spec.balance, &spec.backends);
         let load = previous.map(|p| p.load.clone()).unwrap_or_default();
-        Service { spec, members, weights, selector, load }
+        Service {
+            spec,
+            members,
+            weights,
+            selector,
+            load,
+        }
     }
 
     /// Pick a backend not in `exclude` with a free connection slot, and take that slot.

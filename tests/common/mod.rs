@@ -18,7 +18,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 pub fn init_log() {
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).is_test(true).try_init();
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .is_test(true)
+        .try_init();
 }
 
 /// A port that was free a moment ago, from 20000..32000: below the kernel's ephemeral range, so
@@ -45,12 +47,16 @@ pub fn refusing_addr() -> (tokio::net::TcpSocket, SocketAddr) {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap()
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
 }
 
 /// A real HTTP/1.1 + h2 backend that answers with its name. Paths:
 /// `/ws` upgrades to an echo WebSocket-style byte stream; `/stream` sends 5 chunks 30 ms apart;
-/// `/status/N` answers status N; anything else: 200 with a JSON echo of the request.
+/// `/status/N` answers status N; `/sleep/MS` answers after MS milliseconds; anything else: 200 with a JSON echo of the request.
 pub struct HttpBackend {
     pub addr: SocketAddr,
     pub name: String,
@@ -70,7 +76,11 @@ fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).boxed()
 }
 
-async fn handle(name: Arc<str>, hits: Arc<AtomicUsize>, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    name: Arc<str>,
+    hits: Arc<AtomicUsize>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     hits.fetch_add(1, Ordering::SeqCst);
     let path = req.uri().path().to_string();
     if path == "/ws" {
@@ -99,18 +109,48 @@ async fn handle(name: Arc<str>, hits: Arc<AtomicUsize>, mut req: Request<Incomin
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(30)).await;
-            Some((Ok::<_, Infallible>(Frame::data(Bytes::from(format!("chunk{i}\n")))), i + 1))
+            Some((
+                Ok::<_, Infallible>(Frame::data(Bytes::from(format!("chunk{i}\n")))),
+                i + 1,
+            ))
         });
-        return Ok(Response::builder().header("x-backend", &*name).body(BodyExt::boxed(StreamBody::new(stream))).unwrap());
+        return Ok(Response::builder()
+            .header("x-backend", &*name)
+            .body(BodyExt::boxed(StreamBody::new(stream)))
+            .unwrap());
+    }
+    if let Some(ms) = path.strip_prefix("/sleep/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+        return Ok(Response::builder()
+            .header("x-backend", &*name)
+            .body(full(format!("{name} slept {ms} ms")))
+            .unwrap());
     }
     if let Some(code) = path.strip_prefix("/status/") {
         let code: u16 = code.parse().unwrap_or(500);
-        return Ok(Response::builder().status(code).header("x-backend", &*name).body(full(name.to_string())).unwrap());
+        return Ok(Response::builder()
+            .status(code)
+            .header("x-backend", &*name)
+            .body(full(name.to_string()))
+            .unwrap());
     }
-    let headers: BTreeMap<String, String> =
-        req.headers().iter().map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
+    let headers: BTreeMap<String, String> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
     let method = req.method().to_string();
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let echo = serde_json::json!({ "backend": &*name, "path": path, "method": method, "headers": headers, "body_len": body.len() });
     Ok(Response::builder()
         .header("x-backend", &*name)
@@ -130,7 +170,9 @@ pub fn http_backend_on(name: &str, listener: TcpListener) -> HttpBackend {
     let h = hits.clone();
     let task = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let (n, h) = (n.clone(), h.clone());
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| handle(n.clone(), h.clone(), req));
@@ -140,7 +182,12 @@ pub fn http_backend_on(name: &str, listener: TcpListener) -> HttpBackend {
             });
         }
     });
-    HttpBackend { addr, name: name.to_string(), hits, task }
+    HttpBackend {
+        addr,
+        name: name.to_string(),
+        hits,
+        task,
+    }
 }
 
 /// A TCP echo server; it half-closes its side when the client does.
@@ -164,7 +211,9 @@ pub async fn tcp_echo() -> TcpEcho {
     let c = connections.clone();
     let task = tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = listener.accept().await else { continue };
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
             let c = c.clone();
             tokio::spawn(async move {
                 let (mut r, mut w) = s.split();
@@ -177,7 +226,11 @@ pub async fn tcp_echo() -> TcpEcho {
             });
         }
     });
-    TcpEcho { addr, connections, task }
+    TcpEcho {
+        addr,
+        connections,
+        task,
+    }
 }
 
 static INSTANCE: AtomicUsize = AtomicUsize::new(0);
@@ -197,9 +250,15 @@ impl Lariat {
         let mut out = String::new();
         let mut rest = template;
         while let Some(start) = rest.find('{') {
-            let Some(len) = rest[start..].find('}') else { break };
+            let Some(len) = rest[start..].find('}') else {
+                break;
+            };
             let key = &rest[start + 1..start + len];
-            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == ':') {
+            if key.is_empty()
+                || !key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == ':')
+            {
                 out.push_str(&rest[..start + 1]);
                 rest = &rest[start + 1..];
                 continue;
@@ -208,7 +267,10 @@ impl Lariat {
             if let Some(v) = self.extra.get(key) {
                 out.push_str(v);
             } else {
-                let addr = *self.addrs.entry(key.to_string()).or_insert_with(|| format!("127.0.0.1:{}", free_port()).parse().unwrap());
+                let addr = *self
+                    .addrs
+                    .entry(key.to_string())
+                    .or_insert_with(|| format!("127.0.0.1:{}", free_port()).parse().unwrap());
                 out.push_str(&addr.to_string());
             }
             rest = &rest[start + len + 1..];
@@ -226,7 +288,10 @@ impl Lariat {
             running: None,
             path: dir.join("lariat.toml"),
             addrs: BTreeMap::new(),
-            extra: extra.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            extra: extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
         }
     }
 
@@ -234,17 +299,26 @@ impl Lariat {
     pub async fn start(mut self, template: &str) -> Lariat {
         let text = self.render(template);
         std::fs::write(&self.path, &text).unwrap();
-        let config = Config::parse(&text).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
-        self.running = Some(Running::start(config, Some(self.path.clone())));
+        let config =
+            Config::parse(&text).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
+        self.running =
+            Some(Running::start(config, Some(self.path.clone())).expect("lariat did not start"));
         let admin = self.addr("admin");
         wait_until(Duration::from_secs(10), || async move {
-            client().get(format!("http://{admin}/healthz")).send().await.is_ok_and(|r| r.status() == 200)
+            client()
+                .get(format!("http://{admin}/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
         })
         .await;
         // The proxy listeners start with the admin one; give them the same chance.
         for (name, addr) in self.addrs.clone() {
             if name != "admin" && !name.starts_with("unused") {
-                wait_until(Duration::from_secs(10), || async move { TcpStream::connect(addr).await.is_ok() }).await;
+                wait_until(Duration::from_secs(10), || async move {
+                    TcpStream::connect(addr).await.is_ok()
+                })
+                .await;
             }
         }
         self
@@ -291,15 +365,27 @@ where
         if f().await {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "condition not met within {limit:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 /// GET with an explicit Host header; returns (status, x-backend, body).
 pub async fn get(c: &reqwest::Client, url: &str, host: &str) -> (u16, String, String) {
-    let r = c.get(url).header("host", host).send().await.unwrap_or_else(|e| panic!("GET {url} (Host {host}): {e}"));
+    let r = c
+        .get(url)
+        .header("host", host)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url} (Host {host}): {e}"));
     let status = r.status().as_u16();
-    let backend = r.headers().get("x-backend").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    let backend = r
+        .headers()
+        .get("x-backend")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
     (status, backend, r.text().await.unwrap_or_default())
 }
