@@ -20,7 +20,9 @@ fn files(dir: &str) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn valid_fixtures_load() {
-    for f in files("valid") {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = [root.join("conf/lariat.toml"), root.join("docker/lariat.toml")];
+    for f in files("valid").into_iter().chain(shipped) {
         if let Err(e) = Config::load(&f) {
             panic!("{} refused:\n{e}", f.display());
         }

@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# lariat vs HAProxy vs nginx on this machine, side by side in one run.
+#
+# Two nginx origins (1 worker each, `return 200`, plus a 64 MiB file for bulk runs) stand behind
+# each proxy in turn. wrk and the origins share core 0; the proxy under test has core 1 to itself
+# with one worker thread. Cells: L7 keep-alive (50 connections), L7 with a new connection per
+# request, L4 bulk throughput (tcp mode / stream / tcp entrypoint, fetching the 64 MiB file).
+# Each cell runs RUNS times (default 3) for DURATION seconds (default 10), proxies alternating;
+# the median is reported with min..max, plus proxy CPU seconds per run and RSS after the runs.
+#
+#   bench/run.sh                 # full run, prints a markdown table
+#   RUNS=1 DURATION=3 bench/run.sh   # quick look
+# Needs: haproxy nginx wrk (apt-get install haproxy nginx wrk), and a release build of lariat.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-10}
+WORK=$(mktemp -d /tmp/lariat-bench.XXXXXX)
+trap 'kill $(jobs -p) 2>/dev/null || true; pkill -F "$WORK/origin.pid" 2>/dev/null || true; pkill -F "$WORK/nginx-proxy.pid" 2>/dev/null || true; sleep 0.3; rm -rf "$WORK"' EXIT
+
+for tool in haproxy nginx wrk taskset; do
+  command -v $tool >/dev/null || { echo "bench: $tool is missing (apt-get install haproxy nginx wrk)" >&2; exit 1; }
+done
+scripts/setup.sh
+cargo build --release --bin lariat >/dev/null 2>&1 || cargo build --release --bin lariat
+LARIAT=target/release/lariat
+
+O1=18001; O2=18002
+declare -A HTTP_PORT=([lariat]=18101 [haproxy]=18201 [nginx]=18301)
+declare -A TCP_PORT=([lariat]=18102 [haproxy]=18202 [nginx]=18302)
+head -c $((64*1024*1024)) /dev/zero > "$WORK/big.bin"
+
+# --- origins: one nginx, one worker per origin port pair is what the issue text asks; a single
+# nginx master with 1 worker listening on both ports keeps core 0 free for wrk.
+cat > "$WORK/origin.conf" <<NGX
+worker_processes 1;
+pid $WORK/origin.pid;
+error_log $WORK/origin.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$O1 backlog=4096; location / { return 200 "ok\n"; } location /big { alias $WORK/big.bin; } }
+  server { listen 127.0.0.1:$O2 backlog=4096; location / { return 200 "ok\n"; } location /big { alias $WORK/big.bin; } }
+}
+NGX
+taskset -c 0 nginx -c "$WORK/origin.conf" -p "$WORK" -g 'daemon on;'
+
+# --- proxies
+cat > "$WORK/lariat.toml" <<TOML
+[server]
+threads = 1
+grace_period = "0s"
+access_log = false
+log = "warn"
+upgrade_sock = "$WORK/lariat.sock"
+pid_file = "$WORK/lariat.pid"
+[admin]
+listen = "127.0.0.1:18100"
+[entrypoints.web]
+listen = "127.0.0.1:${HTTP_PORT[lariat]}"
+kind = "http"
+[entrypoints.bulk]
+listen = "127.0.0.1:${TCP_PORT[lariat]}"
+kind = "tcp"
+[[routes]]
+service = "origin"
+[[routes]]
+entrypoints = ["bulk"]
+service = "origin"
+[services.origin]
+backends = ["127.0.0.1:$O1", "127.0.0.1:$O2"]
+[providers.file]
+watch = false
+TOML
+
+cat > "$WORK/haproxy.cfg" <<HAP
+global
+  nbthread 1
+  maxconn 20000
+defaults
+  timeout connect 2s
+  timeout client 60s
+  timeout server 60s
+frontend web
+  mode http
+  bind 127.0.0.1:${HTTP_PORT[haproxy]}
+  option http-keep-alive
+  default_backend origin
+backend origin
+  mode http
+  balance roundrobin
+  http-reuse always
+  server o1 127.0.0.1:$O1
+  server o2 127.0.0.1:$O2
+frontend bulk
+  mode tcp
+  bind 127.0.0.1:${TCP_PORT[haproxy]}
+  default_backend origin_tcp
+backend origin_tcp
+  mode tcp
+  server o1 127.0.0.1:$O1
+  server o2 127.0.0.1:$O2
+HAP
+
+cat > "$WORK/nginx-proxy.conf" <<NGX
+worker_processes 1;
+pid $WORK/nginx-proxy.pid;
+error_log $WORK/nginx-proxy.err warn;
+events { worker_connections 20000; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream origin { server 127.0.0.1:$O1; server 127.0.0.1:$O2; keepalive 128; }
+  server {
+    listen 127.0.0.1:${HTTP_PORT[nginx]} backlog=4096;
+    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+stream {
+  upstream origin_tcp { server 127.0.0.1:$O1; server 127.0.0.1:$O2; }
+  server { listen 127.0.0.1:${TCP_PORT[nginx]}; proxy_pass origin_tcp; }
+}
+NGX
+
+taskset -c 1 "$LARIAT" -c "$WORK/lariat.toml" >"$WORK/lariat.log" 2>&1 &
+LARIAT_PID=$!
+taskset -c 1 haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
+HAPROXY_PID=$!
+taskset -c 1 nginx -c "$WORK/nginx-proxy.conf" -p "$WORK" -g 'daemon on;'
+sleep 1
+NGINX_MASTER=$(cat "$WORK/nginx-proxy.pid")
+NGINX_WORKER=$(pgrep -P "$NGINX_MASTER" | head -1)
+declare -A PIDS=([lariat]="$LARIAT_PID" [haproxy]="$HAPROXY_PID" [nginx]="$NGINX_MASTER $NGINX_WORKER")
+
+for p in lariat haproxy nginx; do
+  curl -fsS "http://127.0.0.1:${HTTP_PORT[$p]}/" >/dev/null || { echo "bench: $p does not answer" >&2; cat "$WORK"/*.log >&2; exit 1; }
+done
+
+cpu_ticks() { local t=0; for pid in $1; do set -- $(cut -d' ' -f14,15 /proc/$pid/stat); t=$((t + $1 + $2)); done; echo $t; }
+rss_kb() { local t=0; for pid in $1; do t=$((t + $(awk '/VmRSS/{print $2}' /proc/$pid/status))); done; echo $t; }
+HZ=$(getconf CLK_TCK)
+
+# one cell run: prints "proxy cell req_s p50_ms p99_ms cpu_s transfer_MBps"
+run_cell() {
+  local proxy=$1 cell=$2 url args=()
+  case $cell in
+    keepalive) url="http://127.0.0.1:${HTTP_PORT[$proxy]}/"; args=(-t1 -c50) ;;
+    newconn)   url="http://127.0.0.1:${HTTP_PORT[$proxy]}/"; args=(-t1 -c50 -H "Connection: close") ;;
+    bulk)      url="http://127.0.0.1:${TCP_PORT[$proxy]}/big"; args=(-t1 -c4) ;;
+  esac
+  local before after out
+  before=$(cpu_ticks "${PIDS[$proxy]}")
+  out=$(taskset -c 0 wrk "${args[@]}" -d"${DURATION}s" --latency "$url")
+  after=$(cpu_ticks "${PIDS[$proxy]}")
+  python3 - "$proxy" "$cell" "$(( after - before ))" "$HZ" "$out" <<'PY'
+import re, sys
+proxy, cell, ticks, hz = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+out = sys.argv[5]
+def dur(s):
+    m = re.match(r"([\d.]+)(us|ms|s)", s)
+    v = float(m.group(1)); return v / 1000 if m.group(2) == "us" else v if m.group(2) == "ms" else v * 1000
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+p50 = dur(re.search(r"50%\s+(\S+)", out).group(1)); p99 = dur(re.search(r"99%\s+(\S+)", out).group(1))
+tr = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out)
+mb = float(tr.group(1)) * {"B": 1/2**20, "KB": 1/1024, "MB": 1, "GB": 1024}[tr.group(2)]
+errs = re.search(r"Socket errors: (.*)", out); non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+print(proxy, cell, rps, p50, p99, ticks / hz, mb, (errs.group(1).replace(" ", "") if errs else "-"), non2xx.group(1) if non2xx else 0)
+PY
+}
+
+RESULTS="$WORK/results.txt"
+for cell in keepalive newconn bulk; do
+  for r in $(seq 1 "$RUNS"); do
+    for proxy in lariat haproxy nginx; do
+      run_cell "$proxy" "$cell" | tee -a "$RESULTS" >&2
+    done
+  done
+done
+for p in lariat haproxy nginx; do echo "rss $p $(rss_kb "${PIDS[$p]}")" >> "$RESULTS"; done
+
+python3 - "$RESULTS" "$DURATION" "$RUNS" <<'PY'
+import sys, statistics, collections
+rows = collections.defaultdict(list); rss = {}
+for line in open(sys.argv[1]):
+    f = line.split()
+    if f[0] == "rss": rss[f[1]] = int(f[2]) / 1024; continue
+    rows[(f[0], f[1])].append(dict(rps=float(f[2]), p50=float(f[3]), p99=float(f[4]), cpu=float(f[5]), mb=float(f[6]), err=f[7], non2xx=int(f[8])))
+dur = float(sys.argv[2])
+def med(v): return statistics.median(v)
+def rng(v, fmt): return f"{fmt.format(med(v))} ({fmt.format(min(v))}..{fmt.format(max(v))})"
+print(f"runs per cell: {sys.argv[3]}, {sys.argv[2]} s each; median (min..max)\n")
+for cell, title in [("keepalive", "L7 keep-alive, 50 connections"), ("newconn", "L7 new connection per request, 50 concurrent"), ("bulk", "L4 bulk, 4 connections fetching 64 MiB")]:
+    print(f"### {title}\n")
+    if cell == "bulk":
+        print("| proxy | MiB/s | vs HAProxy | proxy CPU s per GiB | vs HAProxy | errors |\n|---|---|---|---|---|---|")
+    else:
+        print("| proxy | req/s | vs HAProxy | p50 ms | p99 ms | proxy CPU µs/req | vs HAProxy | errors |\n|---|---|---|---|---|---|---|---|")
+    base = rows[("haproxy", cell)]
+    for p in ["lariat", "haproxy", "nginx"]:
+        r = rows[(p, cell)]
+        errs = ",".join(sorted({x["err"] for x in r} - {"-"})) or "0"
+        non = sum(x["non2xx"] for x in r)
+        if non: errs += f" ({non} non-2xx)"
+        if cell == "bulk":
+            mb = [x["mb"] for x in r]; cpu = [x["cpu"] / (x["mb"] * dur / 1024) for x in r]
+            bmb = med([x["mb"] for x in base]); bcpu = med([x["cpu"] / (x["mb"] * dur / 1024) for x in base])
+            print(f"| {p} | {rng(mb, '{:.0f}')} | {med(mb)/bmb:.2f}× | {rng(cpu, '{:.2f}')} | {med(cpu)/bcpu:.2f}× | {errs} |")
+        else:
+            rps = [x["rps"] for x in r]; us = [x["cpu"] * 1e6 / (x["rps"] * dur) for x in r]
+            brps = med([x["rps"] for x in base]); bus = med([x["cpu"] * 1e6 / (x["rps"] * dur) for x in base])
+            print(f"| {p} | {rng(rps, '{:.0f}')} | {med(rps)/brps:.2f}× | {med([x['p50'] for x in r]):.3f} | {med([x['p99'] for x in r]):.3f} | {rng(us, '{:.1f}')} | {med(us)/bus:.2f}× | {errs} |")
+    print()
+print("### Memory after the runs (RSS)\n\n| proxy | RSS MiB |\n|---|---|")
+for p in ["lariat", "haproxy", "nginx"]:
+    print(f"| {p} | {rss[p]:.1f} |")
+PY

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what building lariat needs beyond Rust: cmake (pingora-core builds libz-ng-sys with it)
+# and a C compiler. Debian/Ubuntu via apt-get (as root, or through sudo); elsewhere it says what
+# is missing and stops.
+set -euo pipefail
+missing=()
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+command -v cc >/dev/null 2>&1 || missing+=(gcc)
+command -v make >/dev/null 2>&1 || missing+=(make)
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "setup: installing ${missing[*]} (needed to build pingora)" >&2
+if command -v apt-get >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+else
+  echo "setup: please install ${missing[*]} with your package manager, then run again" >&2
+  exit 1
+fi
