@@ -10,9 +10,10 @@
 #
 #   bench/run.sh                 # full run, prints a markdown table
 #   RUNS=1 DURATION=3 bench/run.sh   # quick look
-# Needs: haproxy nginx wrk (apt-get install haproxy nginx wrk), and a release build of lariat.
+# Needs: haproxy nginx wrk libnginx-mod-stream (apt-get install ...), and a release build of lariat.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ulimit -n 65536 2>/dev/null || true
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
 WORK=$(mktemp -d /tmp/lariat-bench.XXXXXX)
@@ -28,7 +29,9 @@ LARIAT=target/release/lariat
 O1=18001; O2=18002
 declare -A HTTP_PORT=([lariat]=18101 [haproxy]=18201 [nginx]=18301)
 declare -A TCP_PORT=([lariat]=18102 [haproxy]=18202 [nginx]=18302)
-head -c $((64*1024*1024)) /dev/zero > "$WORK/big.bin"
+chmod 755 "$WORK"
+head -c $((64*1024*1024)) /dev/urandom > "$WORK/big.bin"
+chmod 644 "$WORK/big.bin"
 
 # --- origins: one nginx, one worker per origin port pair is what the issue text asks; a single
 # nginx master with 1 worker listening on both ports keeps core 0 free for wrk.
@@ -77,7 +80,7 @@ TOML
 cat > "$WORK/haproxy.cfg" <<HAP
 global
   nbthread 1
-  maxconn 20000
+  maxconn 8000
 defaults
   timeout connect 2s
   timeout client 60s
@@ -103,7 +106,10 @@ backend origin_tcp
   server o2 127.0.0.1:$O2
 HAP
 
+STREAM_MOD=/usr/lib/nginx/modules/ngx_stream_module.so
+[ -f $STREAM_MOD ] || { echo "bench: nginx's stream module is missing (apt-get install libnginx-mod-stream)" >&2; exit 1; }
 cat > "$WORK/nginx-proxy.conf" <<NGX
+load_module $STREAM_MOD;
 worker_processes 1;
 pid $WORK/nginx-proxy.pid;
 error_log $WORK/nginx-proxy.err warn;

@@ -12,3 +12,5 @@ pub mod upstream;
 
 pub use config::Config;
 pub use server::{run, RunOptions, Running, Signals};
+pub mod breaker;
+pub mod health;

@@ -67,15 +67,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.server.log.clone());
-    env_logger::Builder::new()
-        .parse_filters(&filter)
-        .format_timestamp_millis()
-        .init();
-    log::info!(
-        "lariat {} starting with {}",
-        env!("CARGO_PKG_VERSION"),
-        path.display()
-    );
+    env_logger::Builder::new().parse_filters(&filter).format_timestamp_millis().init();
+    log::info!("lariat {} starting with {}", env!("CARGO_PKG_VERSION"), path.display());
     match lariat::run(
         config,
         RunOptions {

@@ -28,15 +28,11 @@ impl PathTable {
             return; // first route for a host and prefix wins
         }
         self.entries.push((prefix.to_string(), target));
-        self.entries
-            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        self.entries.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
     }
 
     fn lookup(&self, path: &str) -> Option<&Target> {
-        self.entries
-            .iter()
-            .find(|(p, _)| path.starts_with(p.as_str()))
-            .map(|(_, t)| t)
+        self.entries.iter().find(|(p, _)| path.starts_with(p.as_str())).map(|(_, t)| t)
     }
 }
 
@@ -55,16 +51,8 @@ impl RouteTable {
             name: format!("{}{}", route.host, route.path_prefix).into(),
         };
         match &route.host {
-            HostMatch::Exact(h) => self
-                .exact
-                .entry(h.clone())
-                .or_default()
-                .insert(&route.path_prefix, target),
-            HostMatch::Wildcard(s) => self
-                .wildcard
-                .entry(s.clone())
-                .or_default()
-                .insert(&route.path_prefix, target),
+            HostMatch::Exact(h) => self.exact.entry(h.clone()).or_default().insert(&route.path_prefix, target),
+            HostMatch::Wildcard(s) => self.wildcard.entry(s.clone()).or_default().insert(&route.path_prefix, target),
             HostMatch::Any => self.any.insert(&route.path_prefix, target),
         }
     }
@@ -88,11 +76,7 @@ impl RouteTable {
         if !self.wildcard.is_empty() {
             for (i, b) in host.bytes().enumerate() {
                 if b == b'.' {
-                    if let Some(t) = self
-                        .wildcard
-                        .get(&host[i + 1..])
-                        .and_then(|t| t.lookup(path))
-                    {
+                    if let Some(t) = self.wildcard.get(&host[i + 1..]).and_then(|t| t.lookup(path)) {
                         return Some(t);
                     }
                 }
@@ -104,10 +88,7 @@ impl RouteTable {
 
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
-        return host
-            .split_once(']')
-            .map(|(h, _)| &host[..h.len() + 1])
-            .unwrap_or(host);
+        return host.split_once(']').map(|(h, _)| &host[..h.len() + 1]).unwrap_or(host);
     }
     match host.rsplit_once(':') {
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
@@ -146,10 +127,7 @@ mod tests {
             ("*.b.example.com", "/", "deep"),
         ]);
         assert_eq!(hit(&t, "a.example.com", "/x").as_deref(), Some("exact"));
-        assert_eq!(
-            hit(&t, "A.Example.COM:8080", "/x").as_deref(),
-            Some("exact")
-        );
+        assert_eq!(hit(&t, "A.Example.COM:8080", "/x").as_deref(), Some("exact"));
         assert_eq!(hit(&t, "z.example.com", "/").as_deref(), Some("wild"));
         assert_eq!(hit(&t, "x.y.example.com", "/").as_deref(), Some("wild"));
         assert_eq!(hit(&t, "c.b.example.com", "/").as_deref(), Some("deep"));
@@ -159,11 +137,7 @@ mod tests {
 
     #[test]
     fn longest_prefix_and_fallthrough() {
-        let t = table(&[
-            ("a.com", "/api", "api"),
-            ("a.com", "/api/v2", "v2"),
-            ("*", "/", "any"),
-        ]);
+        let t = table(&[("a.com", "/api", "api"), ("a.com", "/api/v2", "v2"), ("*", "/", "any")]);
         assert_eq!(hit(&t, "a.com", "/api/v2/x").as_deref(), Some("v2"));
         assert_eq!(hit(&t, "a.com", "/api/v1").as_deref(), Some("api"));
         assert_eq!(hit(&t, "a.com", "/other").as_deref(), Some("any"));

@@ -83,11 +83,7 @@ struct Graceful<A> {
 
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for Graceful<A> {
-    async fn process_new(
-        self: &Arc<Self>,
-        session: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
+    async fn process_new(self: &Arc<Self>, session: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         self.inner.process_new(session, shutdown).await
     }
 
@@ -120,16 +116,9 @@ fn check_listeners(config: &Config) -> Result<(), StartError> {
         .entrypoints
         .values()
         .map(|e| (format!("entrypoints.{}.listen", e.name), e.listen))
-        .chain(std::iter::once((
-            "admin.listen".to_string(),
-            config.admin.listen,
-        )));
+        .chain(std::iter::once(("admin.listen".to_string(), config.admin.listen)));
     for (key, addr) in all {
-        std::net::TcpListener::bind(addr).map_err(|source| StartError::Listen {
-            key,
-            addr,
-            source,
-        })?;
+        std::net::TcpListener::bind(addr).map_err(|source| StartError::Listen { key, addr, source })?;
     }
     Ok(())
 }
@@ -155,11 +144,7 @@ fn server_conf(config: &Config) -> ServerConf {
 
 /// Build every service of the process from a validated config. With `upgrade`, the listeners
 /// come from the running lariat instead of being bound here.
-pub fn build(
-    config: Config,
-    config_path: Option<PathBuf>,
-    upgrade: bool,
-) -> Result<Built, StartError> {
+pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Result<Built, StartError> {
     if !upgrade {
         check_listeners(&config)?;
     }
@@ -215,17 +200,18 @@ pub fn build(
     svc.threads = Some(1);
     server.add_service(svc);
 
+    server.add_service(background_service(
+        "health checks",
+        crate::health::HealthLoop { shared: shared.clone() },
+    ));
+
     let mut reload = None;
     if let Some(path) = config_path {
         let provider = FileProvider::new(path, shared.clone(), config);
         reload = Some(provider.trigger());
         server.add_service(background_service("file provider", provider));
     }
-    Ok(Built {
-        server,
-        shared,
-        reload,
-    })
+    Ok(Built { server, shared, reload })
 }
 
 impl Built {

@@ -29,19 +29,12 @@ impl Shared {
 
     /// Count a config reload by its result.
     pub fn count_reload(&self, ok: bool) {
-        let c = if ok {
-            &self.reloads_ok
-        } else {
-            &self.reloads_error
-        };
+        let c = if ok { &self.reloads_ok } else { &self.reloads_error };
         c.fetch_add(1, Ordering::Relaxed);
     }
 
     /// (ok, error) reload counts.
     pub fn reloads(&self) -> (u64, u64) {
-        (
-            self.reloads_ok.load(Ordering::Relaxed),
-            self.reloads_error.load(Ordering::Relaxed),
-        )
+        (self.reloads_ok.load(Ordering::Relaxed), self.reloads_error.load(Ordering::Relaxed))
     }
 }

@@ -80,11 +80,7 @@ backends = ["{b:v2}"]
         ("other.org", "/api", "any"),
     ] {
         let (status, backend, _) = get(&c, &url(path), host).await;
-        assert_eq!(
-            (status, backend.as_str()),
-            (200, want),
-            "Host {host} path {path}"
-        );
+        assert_eq!((status, backend.as_str()), (200, want), "Host {host} path {path}");
     }
 }
 
@@ -105,21 +101,11 @@ backends = []
     );
     let l = Lariat::new(&[]).start(&conf).await;
     let c = client();
-    let r = c
-        .get(l.url("web", "/"))
-        .header("host", "nothing.test")
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(l.url("web", "/")).header("host", "nothing.test").send().await.unwrap();
     assert_eq!(r.status(), 404);
     assert!(r.text().await.unwrap().contains("no route"));
     for host in ["empty.test", "elsewhere.test"] {
-        let r = c
-            .get(l.url("web", "/"))
-            .header("host", host)
-            .send()
-            .await
-            .unwrap();
+        let r = c.get(l.url("web", "/")).header("host", host).send().await.unwrap();
         assert_eq!(r.status(), 503, "{host}");
         assert_eq!(r.headers()["retry-after"], "1");
     }
@@ -128,11 +114,8 @@ backends = []
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_headers_are_set() {
     let b = http_backend("b").await;
-    let conf =
-        format!("{BASE}[[routes]]\nservice = \"s\"\n[services.s]\nbackends = [\"{{b:s}}\"]\n");
-    let l = Lariat::new(&[("b:s", b.addr.to_string())])
-        .start(&conf)
-        .await;
+    let conf = format!("{BASE}[[routes]]\nservice = \"s\"\n[services.s]\nbackends = [\"{{b:s}}\"]\n");
+    let l = Lariat::new(&[("b:s", b.addr.to_string())]).start(&conf).await;
     let c = client();
     let r = c
         .get(l.url("web", "/p?q=1"))
@@ -143,10 +126,7 @@ async fn forwarding_headers_are_set() {
         .unwrap();
     let v: serde_json::Value = r.json().await.unwrap();
     let h = &v["headers"];
-    assert_eq!(
-        h["x-forwarded-for"], "127.0.0.1",
-        "a client-sent X-Forwarded-For is not trusted"
-    );
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "a client-sent X-Forwarded-For is not trusted");
     assert_eq!(h["x-real-ip"], "127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], "shop.test");
@@ -181,11 +161,7 @@ async fn weights_are_honoured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consistent_hash_is_sticky() {
-    let backends = [
-        http_backend("a").await,
-        http_backend("b").await,
-        http_backend("c").await,
-    ];
+    let backends = [http_backend("a").await, http_backend("b").await, http_backend("c").await];
     let extra: Vec<(&str, String)> = vec![
         ("b:a", backends[0].addr.to_string()),
         ("b:b", backends[1].addr.to_string()),
@@ -219,22 +195,18 @@ async fn refused_backend_costs_no_errors() {
     let (a, b) = (http_backend("a").await, http_backend("b").await);
     let (_guard, dead) = refusing_addr();
     let dead = dead.to_string();
-    let conf = format!("{BASE}[[routes]]\nservice = \"s\"\n[services.s]\nretries = 2\nbackends = [\"{{b:a}}\", \"{{b:dead}}\", \"{{b:b}}\"]\n");
-    let l = Lariat::new(&[
-        ("b:a", a.addr.to_string()),
-        ("b:b", b.addr.to_string()),
-        ("b:dead", dead),
-    ])
-    .start(&conf)
-    .await;
+    let conf =
+        format!("{BASE}[[routes]]\nservice = \"s\"\n[services.s]\nretries = 2\nbackends = [\"{{b:a}}\", \"{{b:dead}}\", \"{{b:b}}\"]\n");
+    let l = Lariat::new(&[("b:a", a.addr.to_string()), ("b:b", b.addr.to_string()), ("b:dead", dead)])
+        .start(&conf)
+        .await;
     let c = client();
     for i in 0..90 {
         let (s, _, _) = get(&c, &l.url("web", "/"), "x.test").await;
         assert_eq!(s, 200, "request {i}");
     }
     assert_eq!(
-        a.hits.load(std::sync::atomic::Ordering::SeqCst)
-            + b.hits.load(std::sync::atomic::Ordering::SeqCst),
+        a.hits.load(std::sync::atomic::Ordering::SeqCst) + b.hits.load(std::sync::atomic::Ordering::SeqCst),
         90
     );
 }
@@ -242,18 +214,11 @@ async fn refused_backend_costs_no_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_prior_knowledge_and_streaming_and_upgrade() {
     let b = http_backend("b").await;
-    let conf =
-        format!("{BASE}[[routes]]\nservice = \"s\"\n[services.s]\nbackends = [\"{{b:s}}\"]\n");
-    let l = Lariat::new(&[("b:s", b.addr.to_string())])
-        .start(&conf)
-        .await;
+    let conf = format!("{BASE}[[routes]]\nservice = \"s\"\n[services.s]\nbackends = [\"{{b:s}}\"]\n");
+    let l = Lariat::new(&[("b:s", b.addr.to_string())]).start(&conf).await;
 
     // HTTP/2 with prior knowledge
-    let h2 = reqwest::Client::builder()
-        .no_proxy()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
     let r = h2.get(l.url("web", "/h2")).send().await.unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.headers()["x-backend"], "b");
@@ -266,16 +231,9 @@ async fn h2c_prior_knowledge_and_streaming_and_upgrade() {
     while let Some(chunk) = r.chunk().await.unwrap() {
         parts.push(chunk);
     }
-    assert!(
-        parts.len() >= 3,
-        "response arrived in {} piece(s)",
-        parts.len()
-    );
+    assert!(parts.len() >= 3, "response arrived in {} piece(s)", parts.len());
     let all: Vec<u8> = parts.concat();
-    assert_eq!(
-        String::from_utf8(all).unwrap(),
-        "chunk0\nchunk1\nchunk2\nchunk3\nchunk4\n"
-    );
+    assert_eq!(String::from_utf8(all).unwrap(), "chunk0\nchunk1\nchunk2\nchunk3\nchunk4\n");
 
     // WebSocket-style upgrade: 101, then bytes both ways.
     let mut s = tokio::net::TcpStream::connect(l.addr("web")).await.unwrap();
@@ -283,11 +241,7 @@ async fn h2c_prior_knowledge_and_streaming_and_upgrade() {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(
-            s.read(&mut byte).await.unwrap(),
-            1,
-            "connection closed in the 101 head"
-        );
+        assert_eq!(s.read(&mut byte).await.unwrap(), 1, "connection closed in the 101 head");
         head.push(byte[0]);
         assert!(head.len() < 4096);
     }
@@ -307,18 +261,10 @@ async fn h2c_prior_knowledge_and_streaming_and_upgrade() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_bodies_reach_the_backend() {
     let b = http_backend("b").await;
-    let conf =
-        format!("{BASE}[[routes]]\nservice = \"s\"\n[services.s]\nbackends = [\"{{b:s}}\"]\n");
-    let l = Lariat::new(&[("b:s", b.addr.to_string())])
-        .start(&conf)
-        .await;
+    let conf = format!("{BASE}[[routes]]\nservice = \"s\"\n[services.s]\nbackends = [\"{{b:s}}\"]\n");
+    let l = Lariat::new(&[("b:s", b.addr.to_string())]).start(&conf).await;
     let body = vec![b'x'; 3 * 1024 * 1024];
-    let r = client()
-        .post(l.url("web", "/upload"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let r = client().post(l.url("web", "/upload")).body(body).send().await.unwrap();
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["body_len"], 3 * 1024 * 1024);
     assert_eq!(v["method"], "POST");

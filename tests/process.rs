@@ -22,29 +22,16 @@ fn check_accepts_valid_and_refuses_invalid() {
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("entrypoint pg (tcp) on 0.0.0.0:5432"),
-        "{text}"
-    );
-    assert!(
-        text.contains("service app@file (consistent_hash)"),
-        "{text}"
-    );
+    assert!(text.contains("entrypoint pg (tcp) on 0.0.0.0:5432"), "{text}");
+    assert!(text.contains("service app@file (consistent_hash)"), "{text}");
 
     let out = Command::new(BIN)
-        .args([
-            "check",
-            "--config",
-            &fixture("invalid/missing_service.toml"),
-        ])
+        .args(["check", "--config", &fixture("invalid/missing_service.toml")])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("routes[0].service: no service \"nowhere\""),
-        "{err}"
-    );
+    assert!(err.contains("routes[0].service: no service \"nowhere\""), "{err}");
 
     let out = Command::new(BIN)
         .args(["check", "-c", "/nonexistent/lariat.toml"])
@@ -147,13 +134,7 @@ async fn wait_serving(l: &Lariat) {
     let url = l.url("web", "/");
     wait_until(Duration::from_secs(15), || {
         let url = url.clone();
-        async move {
-            client()
-                .get(&url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        }
+        async move { client().get(&url).send().await.is_ok_and(|r| r.status() == 200) }
     })
     .await;
 }
@@ -170,12 +151,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     signal(&p, "TERM");
-    assert_eq!(
-        slow.await
-            .unwrap()
-            .expect("in-flight request failed during drain"),
-        200
-    );
+    assert_eq!(slow.await.unwrap().expect("in-flight request failed during drain"), 200);
     assert_eq!(
         tokio::task::spawn_blocking(move || wait_exit(&mut p, Duration::from_secs(15)))
             .await
@@ -243,10 +219,7 @@ async fn upgrade_hands_over_listeners_without_failed_requests() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::SeqCst);
     loader.await.unwrap();
-    assert!(
-        ok.load(Ordering::SeqCst) > before,
-        "no request served after the old process left"
-    );
+    assert!(ok.load(Ordering::SeqCst) > before, "no request served after the old process left");
     assert_eq!(
         failed.load(Ordering::SeqCst),
         0,
@@ -260,15 +233,10 @@ async fn upgrade_hands_over_listeners_without_failed_requests() {
 fn a_listener_in_use_is_an_error_naming_the_key() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut l = Lariat::new(&[("taken", taken.local_addr().unwrap().to_string())]);
-    let text = l.render(
-        "[admin]\nlisten = \"{admin}\"\n[entrypoints.web]\nlisten = \"{taken}\"\nkind = \"http\"\n",
-    );
+    let text = l.render("[admin]\nlisten = \"{admin}\"\n[entrypoints.web]\nlisten = \"{taken}\"\nkind = \"http\"\n");
     std::fs::write(&l.path, text).unwrap();
     let out = Command::new(BIN).arg("-c").arg(&l.path).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("entrypoints.web.listen: cannot listen on"),
-        "{err}"
-    );
+    assert!(err.contains("entrypoints.web.listen: cannot listen on"), "{err}");
 }

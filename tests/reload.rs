@@ -31,12 +31,7 @@ backends = [{service_backends}]
 }
 
 /// Send requests in a loop from several tasks until told to stop; count ok and failed.
-fn load(
-    url: String,
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicUsize>,
-    failed: Arc<AtomicUsize>,
-) -> Vec<tokio::task::JoinHandle<()>> {
+fn load(url: String, stop: Arc<AtomicBool>, ok: Arc<AtomicUsize>, failed: Arc<AtomicUsize>) -> Vec<tokio::task::JoinHandle<()>> {
     (0..4)
         .map(|_| {
             let (url, stop, ok, failed) = (url.clone(), stop.clone(), ok.clone(), failed.clone());
@@ -73,16 +68,10 @@ async fn reload_under_load_loses_nothing() {
     // Move traffic a -> a+b -> b -> a, with a new route in between.
     for (backends, route) in [
         ("\"{b:a}\", \"{b:b}\"", ""),
-        (
-            "\"{b:b}\"",
-            "[[routes]]\nhost = \"new.test\"\nservice = \"app\"",
-        ),
+        ("\"{b:b}\"", "[[routes]]\nhost = \"new.test\"\nservice = \"app\""),
         ("\"{b:a}\"", ""),
     ] {
-        assert!(
-            l.rewrite(&conf(backends, route)).await,
-            "valid reload refused"
-        );
+        assert!(l.rewrite(&conf(backends, route)).await, "valid reload refused");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     stop.store(true, Ordering::SeqCst);
@@ -95,14 +84,8 @@ async fn reload_under_load_loses_nothing() {
         "requests failed during reloads ({} ok)",
         ok.load(Ordering::SeqCst)
     );
-    assert!(
-        ok.load(Ordering::SeqCst) > 100,
-        "too few requests to mean anything"
-    );
-    assert!(
-        b.hits.load(Ordering::SeqCst) > 0,
-        "the reloaded backend never got traffic"
-    );
+    assert!(ok.load(Ordering::SeqCst) > 100, "too few requests to mean anything");
+    assert!(b.hits.load(Ordering::SeqCst) > 0, "the reloaded backend never got traffic");
     let (status, backend, _) = get(&client(), &l.url("web", "/"), "x.test").await;
     assert_eq!((status, backend.as_str()), (200, "a"));
 }
@@ -110,9 +93,7 @@ async fn reload_under_load_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_reload_is_refused_and_old_config_serves() {
     let a = http_backend("a").await;
-    let mut l = Lariat::new(&[("b:a", a.addr.to_string())])
-        .start(&conf("\"{b:a}\"", ""))
-        .await;
+    let mut l = Lariat::new(&[("b:a", a.addr.to_string())]).start(&conf("\"{b:a}\"", "")).await;
     let version = l.running().shared.registry.snapshot().version;
     for bad in [
         conf("\"not-an-address\"", ""),
@@ -131,17 +112,11 @@ async fn invalid_reload_is_refused_and_old_config_serves() {
     );
     let (ok, errors) = l.running().shared.reloads();
     // The poller may read a file before the trigger does: each bad file counts once or twice.
-    assert!(
-        ok == 0 && (4..=8).contains(&errors),
-        "reloads ok={ok} error={errors}"
-    );
+    assert!(ok == 0 && (4..=8).contains(&errors), "reloads ok={ok} error={errors}");
     // And a good file after the bad ones is taken.
     assert!(
-        l.rewrite(&conf(
-            "\"{b:a}\"",
-            "[[routes]]\nhost = \"two.test\"\nservice = \"app\""
-        ))
-        .await
+        l.rewrite(&conf("\"{b:a}\"", "[[routes]]\nhost = \"two.test\"\nservice = \"app\""))
+            .await
     );
 }
 

@@ -35,9 +35,7 @@ backends = [{backends}]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_megabytes_round_trip_with_checksum() {
     let echo = tcp_echo().await;
-    let l = Lariat::new(&[("b:e", echo.addr.to_string())])
-        .start(&conf("\"{b:e}\""))
-        .await;
+    let l = Lariat::new(&[("b:e", echo.addr.to_string())]).start(&conf("\"{b:e}\"")).await;
     let s = TcpStream::connect(l.addr("pg")).await.unwrap();
     let (mut r, mut w) = s.into_split();
     const TOTAL: usize = 50 * 1024 * 1024;
@@ -87,9 +85,7 @@ async fn fifty_megabytes_round_trip_with_checksum() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close_is_passed_on() {
     let echo = tcp_echo().await;
-    let l = Lariat::new(&[("b:e", echo.addr.to_string())])
-        .start(&conf("\"{b:e}\""))
-        .await;
+    let l = Lariat::new(&[("b:e", echo.addr.to_string())]).start(&conf("\"{b:e}\"")).await;
     let mut s = TcpStream::connect(l.addr("pg")).await.unwrap();
     s.write_all(b"last words").await.unwrap();
     s.shutdown().await.unwrap(); // our write side closes; reading goes on
@@ -127,9 +123,7 @@ async fn refused_backend_is_skipped() {
 async fn no_backend_closes_the_connection() {
     let (_guard, dead) = refusing_addr();
     let dead = dead.to_string();
-    let l = Lariat::new(&[("b:d", dead)])
-        .start(&conf("\"{b:d}\""))
-        .await;
+    let l = Lariat::new(&[("b:d", dead)]).start(&conf("\"{b:d}\"")).await;
     let mut s = TcpStream::connect(l.addr("pg")).await.unwrap();
     let mut buf = [0u8; 16];
     let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))

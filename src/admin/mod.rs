@@ -55,11 +55,7 @@ impl Admin {
         let mut body = String::from("Hello from lariat.\n\nThis page is served by lariat's admin listener, standing in as a demo backend.\nThe request it received:\n\n");
         body.push_str(&format!("{} {}\n", req.method, req.uri));
         for (k, v) in req.headers.iter() {
-            body.push_str(&format!(
-                "{}: {}\n",
-                k,
-                String::from_utf8_lossy(v.as_bytes())
-            ));
+            body.push_str(&format!("{}: {}\n", k, String::from_utf8_lossy(v.as_bytes())));
         }
         reply(StatusCode::OK, "text/plain; charset=utf-8", body)
     }
@@ -79,21 +75,14 @@ impl ServeHttp for Admin {
                 "text/plain",
                 "unauthorized: send Authorization: Bearer <admin.token>\n",
             );
-            r.headers_mut()
-                .insert("www-authenticate", http::HeaderValue::from_static("Bearer"));
+            r.headers_mut().insert("www-authenticate", http::HeaderValue::from_static("Bearer"));
             return r;
         }
         if method != http::Method::GET && method != http::Method::HEAD {
-            return reply(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "text/plain",
-                "the admin API is read-only\n",
-            );
+            return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "the admin API is read-only\n");
         }
         match path.as_str() {
-            p if RESERVED.iter().any(|r| p.starts_with(r)) => {
-                reply(StatusCode::NOT_FOUND, "text/plain", "not found\n")
-            }
+            p if RESERVED.iter().any(|r| p.starts_with(r)) => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
             _ => self.demo(session),
         }
     }

@@ -15,20 +15,14 @@ impl Dur {
             .find(|c: char| !c.is_ascii_digit() && c != '.')
             .ok_or_else(|| format!("duration {text:?} has no unit (use ms, s, m, h or d)"))?;
         let (num, unit) = t.split_at(split);
-        let value: f64 = num
-            .parse()
-            .map_err(|_| format!("duration {text:?} does not start with a number"))?;
+        let value: f64 = num.parse().map_err(|_| format!("duration {text:?} does not start with a number"))?;
         let secs = match unit {
             "ms" => value / 1000.0,
             "s" => value,
             "m" => value * 60.0,
             "h" => value * 3600.0,
             "d" => value * 86400.0,
-            _ => {
-                return Err(format!(
-                    "duration {text:?} has unknown unit {unit:?} (use ms, s, m, h or d)"
-                ))
-            }
+            _ => return Err(format!("duration {text:?} has unknown unit {unit:?} (use ms, s, m, h or d)")),
         };
         if !secs.is_finite() || secs > 1e9 {
             return Err(format!("duration {text:?} is out of range"));
@@ -65,10 +59,7 @@ mod tests {
         assert_eq!(Dur::parse("2s").unwrap().0, Duration::from_secs(2));
         assert_eq!(Dur::parse("1m").unwrap().0, Duration::from_secs(60));
         assert_eq!(Dur::parse("1.5s").unwrap().0, Duration::from_millis(1500));
-        assert_eq!(
-            Dur::parse("30d").unwrap().0,
-            Duration::from_secs(30 * 86400)
-        );
+        assert_eq!(Dur::parse("30d").unwrap().0, Duration::from_secs(30 * 86400));
     }
 
     #[test]

@@ -107,10 +107,7 @@ impl fmt::Display for Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{}", .problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
     Invalid { problems: Vec<Problem> },
 }
@@ -149,13 +146,7 @@ impl Config {
         let mut out = String::new();
         let _ = writeln!(out, "admin: http://{}/", self.admin.listen);
         for ep in self.entrypoints.values() {
-            let _ = writeln!(
-                out,
-                "entrypoint {} ({}) on {}",
-                ep.name,
-                ep.kind.name(),
-                ep.listen
-            );
+            let _ = writeln!(out, "entrypoint {} ({}) on {}", ep.name, ep.kind.name(), ep.listen);
         }
         for r in &self.desired.http_routes {
             let _ = writeln!(
@@ -171,18 +162,8 @@ impl Config {
             let _ = writeln!(out, "route tcp on [{}] -> {}", r.entrypoint, r.service);
         }
         for s in &self.desired.services {
-            let backends: Vec<String> = s
-                .backends
-                .iter()
-                .map(|b| format!("{} (weight {})", b.addr, b.weight))
-                .collect();
-            let _ = writeln!(
-                out,
-                "service {} ({}): {}",
-                s.id,
-                s.balance.name(),
-                backends.join(", ")
-            );
+            let backends: Vec<String> = s.backends.iter().map(|b| format!("{} (weight {})", b.addr, b.weight)).collect();
+            let _ = writeln!(out, "service {} ({}): {}", s.id, s.balance.name(), backends.join(", "));
         }
         out
     }
@@ -193,9 +174,7 @@ fn raw_from_str(text: &str) -> Result<raw::RawConfig, Problem> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let inner = e.into_inner();
-        let line = inner
-            .span()
-            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let line = inner.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
         let msg = inner.message().trim().to_string();
         let message = match line {
             Some(l) => format!("{msg} (line {l})"),

@@ -72,6 +72,36 @@ pub struct RawService {
     pub max_requests: Option<u32>,
     pub connect_timeout: Option<Dur>,
     pub read_timeout: Option<Dur>,
+    pub health_check: Option<RawHealthCheck>,
+    pub circuit_breaker: Option<RawBreaker>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub kind: Option<String>,
+    pub request_line: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub interval: Option<Dur>,
+    pub timeout: Option<Dur>,
+    pub healthy_threshold: Option<u32>,
+    pub unhealthy_threshold: Option<u32>,
+    pub initializing_timeout: Option<Dur>,
+    pub strategy: Option<String>,
+    pub quorum: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    pub consecutive_failures: Option<u32>,
+    pub count_5xx: Option<bool>,
+    pub base_ejection: Option<Dur>,
+    pub max_ejection: Option<Dur>,
+    pub expression: Option<String>,
+    pub fallback_duration: Option<Dur>,
+    pub recovery_duration: Option<Dur>,
 }
 
 /// A backend: `"10.0.0.1:80"` or `{ addr = "10.0.0.1:80", weight = 2 }`.

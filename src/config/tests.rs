@@ -39,10 +39,7 @@ connect_timeout = "250ms"
     let s = &c.desired.services[0];
     assert_eq!(s.id.0, "app@file");
     assert_eq!(s.backends[1].weight, 2);
-    assert_eq!(
-        s.balance,
-        Balance::ConsistentHash(HashKey::Cookie("sid".into()))
-    );
+    assert_eq!(s.balance, Balance::ConsistentHash(HashKey::Cookie("sid".into())));
     assert_eq!(s.connect_timeout, Duration::from_millis(250));
     let r = &c.desired.http_routes[0];
     assert_eq!(r.host, HostMatch::Wildcard("example.com".into()));
@@ -52,10 +49,7 @@ connect_timeout = "250ms"
 #[test]
 fn unknown_key_names_its_path() {
     let p = problems("[services.app]\nbackends = []\nbalanse = \"random\"\n");
-    assert!(
-        p[0].starts_with("services.app.balanse: unknown field `balanse`"),
-        "{p:?}"
-    );
+    assert!(p[0].starts_with("services.app.balanse: unknown field `balanse`"), "{p:?}");
     assert!(p[0].contains("line 3"), "{p:?}");
 }
 

@@ -4,7 +4,8 @@
 use super::raw::*;
 use super::*;
 use crate::desired::{
-    BackendSpec, Balance, HashKey, HostMatch, HttpRoute, ServiceId, ServiceSpec, TcpRoute,
+    BackendSpec, Balance, BreakerSpec, CheckKind, Expression, HashKey, HealthCheckSpec, HostMatch, HttpRoute, ServiceId, ServiceSpec,
+    Strategy, TcpRoute,
 };
 use std::collections::{BTreeSet, HashMap};
 
@@ -29,12 +30,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
     let providers = Providers {
         file: FileProvider {
             watch: raw.providers.file.watch.unwrap_or(true),
-            poll_interval: raw
-                .providers
-                .file
-                .poll_interval
-                .map(|d| d.0)
-                .unwrap_or(Duration::from_secs(1)),
+            poll_interval: raw.providers.file.poll_interval.map(|d| d.0).unwrap_or(Duration::from_secs(1)),
         },
     };
     if providers.file.poll_interval < Duration::from_millis(10) {
@@ -57,50 +53,36 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
 }
 
 fn server(raw: &RawServer, p: &mut Problems) -> ServerSettings {
-    let threads = raw.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    let threads = raw
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     if threads == 0 || threads > 1024 {
         p.add("server.threads", "must be between 1 and 1024");
     }
     let log = raw.log.clone().unwrap_or_else(|| "info".into());
     let level_ok = log.split(',').all(|d| {
-        let lvl = d
-            .rsplit('=')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let lvl = d.rsplit('=').next().unwrap_or("").trim().to_ascii_lowercase();
         ["off", "error", "warn", "info", "debug", "trace"].contains(&lvl.as_str())
     });
     if !level_ok {
-        p.add("server.log", format!("{log:?} is not a log filter (off, error, warn, info, debug, trace, or module=level,...)"));
+        p.add(
+            "server.log",
+            format!("{log:?} is not a log filter (off, error, warn, info, debug, trace, or module=level,...)"),
+        );
     }
     ServerSettings {
         threads,
-        grace_period: raw
-            .grace_period
-            .map(|d| d.0)
-            .unwrap_or(Duration::from_secs(5)),
+        grace_period: raw.grace_period.map(|d| d.0).unwrap_or(Duration::from_secs(5)),
         log,
         access_log: raw.access_log.unwrap_or(true),
-        upgrade_sock: raw
-            .upgrade_sock
-            .clone()
-            .unwrap_or_else(|| "/tmp/lariat_upgrade.sock".into()),
-        pid_file: raw
-            .pid_file
-            .clone()
-            .unwrap_or_else(|| "/tmp/lariat.pid".into()),
+        upgrade_sock: raw.upgrade_sock.clone().unwrap_or_else(|| "/tmp/lariat_upgrade.sock".into()),
+        pid_file: raw.pid_file.clone().unwrap_or_else(|| "/tmp/lariat.pid".into()),
     }
 }
 
 fn admin(raw: &RawAdmin, p: &mut Problems) -> AdminSettings {
     let text = raw.listen.as_deref().unwrap_or("127.0.0.1:9090");
-    let listen =
-        parse_addr(text, "admin.listen", p).unwrap_or_else(|| ([127, 0, 0, 1], 9090).into());
+    let listen = parse_addr(text, "admin.listen", p).unwrap_or_else(|| ([127, 0, 0, 1], 9090).into());
     let token = raw.token.clone().filter(|t| !t.is_empty());
     let insecure = raw.insecure.unwrap_or(false);
     if !listen.ip().is_loopback() && token.is_none() && !insecure {
@@ -109,28 +91,23 @@ fn admin(raw: &RawAdmin, p: &mut Problems) -> AdminSettings {
             format!("{listen} is not a loopback address: set admin.token, or admin.insecure = true to expose the admin API without one"),
         );
     }
-    AdminSettings {
-        listen,
-        token,
-        insecure,
-    }
+    AdminSettings { listen, token, insecure }
 }
 
 fn parse_addr(text: &str, key: &str, p: &mut Problems) -> Option<SocketAddr> {
     match text.parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
-            p.add(key, format!("{text:?} is not an address of the form IP:PORT (e.g. \"0.0.0.0:8080\", \"[::]:8080\")"));
+            p.add(
+                key,
+                format!("{text:?} is not an address of the form IP:PORT (e.g. \"0.0.0.0:8080\", \"[::]:8080\")"),
+            );
             None
         }
     }
 }
 
-fn entrypoints(
-    raw: &BTreeMap<String, RawEntrypoint>,
-    admin: &AdminSettings,
-    p: &mut Problems,
-) -> BTreeMap<String, Entrypoint> {
+fn entrypoints(raw: &BTreeMap<String, RawEntrypoint>, admin: &AdminSettings, p: &mut Problems) -> BTreeMap<String, Entrypoint> {
     let mut out = BTreeMap::new();
     let mut seen: HashMap<SocketAddr, String> = HashMap::new();
     seen.insert(admin.listen, "admin.listen".into());
@@ -140,20 +117,14 @@ fn entrypoints(
             "http" => Some(EntrypointKind::Http),
             "tcp" => Some(EntrypointKind::Tcp),
             other => {
-                p.add(
-                    format!("{key}.kind"),
-                    format!("{other:?} is not one of http, tcp"),
-                );
+                p.add(format!("{key}.kind"), format!("{other:?} is not one of http, tcp"));
                 None
             }
         };
         let listen = parse_addr(&ep.listen, &format!("{key}.listen"), p);
         if let Some(addr) = listen {
             if let Some(prev) = seen.insert(addr, format!("{key}.listen")) {
-                p.add(
-                    format!("{key}.listen"),
-                    format!("{addr} is already used by {prev}"),
-                );
+                p.add(format!("{key}.listen"), format!("{addr} is already used by {prev}"));
             }
         }
         if ep.h2c.is_some() && kind == Some(EntrypointKind::Tcp) {
@@ -179,10 +150,7 @@ fn services(raw: &BTreeMap<String, RawService>, p: &mut Problems) -> Vec<Service
     for (name, s) in raw {
         let key = format!("services.{name}");
         if name.contains('@') || name.is_empty() {
-            p.add(
-                &key,
-                "a service name in the file cannot contain '@' (its id is name@file)",
-            );
+            p.add(&key, "a service name in the file cannot contain '@' (its id is name@file)");
             continue;
         }
         let mut spec = ServiceSpec::new(ServiceId::from_file_ref(name), Vec::new());
@@ -191,10 +159,7 @@ fn services(raw: &BTreeMap<String, RawService>, p: &mut Problems) -> Vec<Service
             let bkey = format!("{key}.backends[{i}]");
             let weight = b.weight.unwrap_or(1);
             if !(1..=1000).contains(&weight) {
-                p.add(
-                    format!("{bkey}.weight"),
-                    format!("{weight} is not between 1 and 1000"),
-                );
+                p.add(format!("{bkey}.weight"), format!("{weight} is not between 1 and 1000"));
             }
             if let Some(addr) = parse_addr(&b.addr, &bkey, p) {
                 if !seen.insert(addr) {
@@ -218,24 +183,17 @@ fn services(raw: &BTreeMap<String, RawService>, p: &mut Problems) -> Vec<Service
             "round_robin" => Balance::RoundRobin,
             "random" => Balance::Random,
             "least_conn" => Balance::LeastConn,
-            "consistent_hash" => {
-                Balance::ConsistentHash(hash_key.clone().unwrap_or(HashKey::ClientIp))
-            }
+            "consistent_hash" => Balance::ConsistentHash(hash_key.clone().unwrap_or(HashKey::ClientIp)),
             other => {
                 p.add(
                     format!("{key}.balance"),
-                    format!(
-                        "{other:?} is not one of round_robin, random, least_conn, consistent_hash"
-                    ),
+                    format!("{other:?} is not one of round_robin, random, least_conn, consistent_hash"),
                 );
                 Balance::RoundRobin
             }
         };
         if hash_key.is_some() && !matches!(spec.balance, Balance::ConsistentHash(_)) {
-            p.add(
-                format!("{key}.hash_key"),
-                "only applies to balance = \"consistent_hash\"",
-            );
+            p.add(format!("{key}.hash_key"), "only applies to balance = \"consistent_hash\"");
         }
         if let Some(r) = s.retries {
             if r > 16 {
@@ -261,9 +219,131 @@ fn services(raw: &BTreeMap<String, RawService>, p: &mut Problems) -> Vec<Service
             }
             spec.read_timeout = d.0;
         }
+        if let Some(h) = &s.health_check {
+            let (check, strategy) = health_check(h, &format!("{key}.health_check"), p);
+            spec.health_check = check;
+            spec.strategy = strategy;
+        }
+        if let Some(b) = &s.circuit_breaker {
+            spec.breaker = breaker(b, &format!("{key}.circuit_breaker"), p);
+        }
         out.push(spec);
     }
     out
+}
+
+/// A strategy by Rancher's name.
+pub fn parse_strategy(name: &str, quorum: Option<u32>) -> Result<Strategy, String> {
+    match name {
+        "none" => Ok(Strategy::None),
+        "recreate" => Ok(Strategy::Recreate),
+        "recreateOnQuorum" => Ok(Strategy::RecreateOnQuorum(quorum.unwrap_or(1))),
+        other => Err(format!("{other:?} is not one of none, recreate, recreateOnQuorum")),
+    }
+}
+
+fn health_check(h: &RawHealthCheck, key: &str, p: &mut Problems) -> (Option<HealthCheckSpec>, Strategy) {
+    let strategy = match parse_strategy(h.strategy.as_deref().unwrap_or("recreate"), h.quorum) {
+        Ok(s) => s,
+        Err(e) => {
+            p.add(format!("{key}.strategy"), e);
+            Strategy::Recreate
+        }
+    };
+    if h.quorum.is_some() && !matches!(strategy, Strategy::RecreateOnQuorum(_)) {
+        p.add(format!("{key}.quorum"), "only applies to strategy = \"recreateOnQuorum\"");
+    }
+    if h.quorum == Some(0) {
+        p.add(format!("{key}.quorum"), "must be at least 1");
+    }
+    let kind = match h.kind.as_deref() {
+        Some("tcp") => {
+            if h.request_line.is_some() || h.host.is_some() {
+                p.add(key, "request_line and host are for kind = \"http\"");
+            }
+            CheckKind::Tcp
+        }
+        Some("http") | None => match CheckKind::from_request_line(h.request_line.as_deref().unwrap_or("GET / HTTP/1.0"), h.host.clone()) {
+            Ok(CheckKind::Tcp) => {
+                p.add(
+                    format!("{key}.request_line"),
+                    "is empty: use kind = \"tcp\" for a connect-only check",
+                );
+                CheckKind::Tcp
+            }
+            Ok(k) => k,
+            Err(e) => {
+                p.add(format!("{key}.request_line"), e);
+                CheckKind::Tcp
+            }
+        },
+        Some(other) => {
+            p.add(format!("{key}.kind"), format!("{other:?} is not one of http, tcp"));
+            CheckKind::Tcp
+        }
+    };
+    let mut c = HealthCheckSpec::new(kind);
+    c.port = h.port;
+    if h.port == Some(0) {
+        p.add(format!("{key}.port"), "must be 1..65535");
+    }
+    for (name, v, d) in [
+        ("interval", h.interval, &mut c.interval),
+        ("timeout", h.timeout, &mut c.timeout),
+        ("initializing_timeout", h.initializing_timeout, &mut c.initializing_timeout),
+    ] {
+        if let Some(v) = v {
+            if v.0 < Duration::from_millis(10) {
+                p.add(format!("{key}.{name}"), "must be at least 10ms");
+            }
+            *d = v.0;
+        }
+    }
+    for (name, v, d) in [
+        ("healthy_threshold", h.healthy_threshold, &mut c.healthy_threshold),
+        ("unhealthy_threshold", h.unhealthy_threshold, &mut c.unhealthy_threshold),
+    ] {
+        if let Some(v) = v {
+            if v == 0 || v > 100 {
+                p.add(format!("{key}.{name}"), "must be between 1 and 100");
+            }
+            *d = v;
+        }
+    }
+    (Some(c), strategy)
+}
+
+fn breaker(b: &RawBreaker, key: &str, p: &mut Problems) -> BreakerSpec {
+    let mut s = BreakerSpec::default();
+    if let Some(v) = b.consecutive_failures {
+        s.consecutive_failures = v;
+    }
+    if let Some(v) = b.count_5xx {
+        s.count_5xx = v;
+    }
+    for (name, v, d) in [
+        ("base_ejection", b.base_ejection, &mut s.base_ejection),
+        ("max_ejection", b.max_ejection, &mut s.max_ejection),
+        ("fallback_duration", b.fallback_duration, &mut s.fallback_duration),
+        ("recovery_duration", b.recovery_duration, &mut s.recovery_duration),
+    ] {
+        if let Some(v) = v {
+            if v.0.is_zero() {
+                p.add(format!("{key}.{name}"), "must be more than 0");
+            }
+            *d = v.0;
+        }
+    }
+    if s.max_ejection < s.base_ejection {
+        p.add(format!("{key}.max_ejection"), "must not be shorter than base_ejection");
+    }
+    if let Some(e) = &b.expression {
+        match Expression::parse(e) {
+            Ok(x) => s.expression = Some(x),
+            Err(err) => p.add(format!("{key}.expression"), err.to_string()),
+        }
+    }
+    s
 }
 
 fn routes(
@@ -279,17 +359,11 @@ fn routes(
         let key = format!("routes[{i}]");
         let service = ServiceId::from_file_ref(&r.service);
         if !r.service.contains('@') && !services.contains_key(&r.service) {
-            p.add(
-                format!("{key}.service"),
-                format!("no service {:?} in [services]", r.service),
-            );
+            p.add(format!("{key}.service"), format!("no service {:?} in [services]", r.service));
         }
         let names: Vec<String> = match &r.entrypoints {
             Some(list) if list.is_empty() => {
-                p.add(
-                    format!("{key}.entrypoints"),
-                    "is empty: leave it out to mean every http entrypoint",
-                );
+                p.add(format!("{key}.entrypoints"), "is empty: leave it out to mean every http entrypoint");
                 continue;
             }
             Some(list) => list.clone(),
@@ -305,10 +379,7 @@ fn routes(
                 Some(ep) => {
                     kinds.insert(ep.kind.name());
                 }
-                None => p.add(
-                    format!("{key}.entrypoints[{j}]"),
-                    format!("no entrypoint {n:?} in [entrypoints]"),
-                ),
+                None => p.add(format!("{key}.entrypoints[{j}]"), format!("no entrypoint {n:?} in [entrypoints]")),
             }
         }
         if kinds.len() > 1 {
@@ -320,14 +391,14 @@ fn routes(
         }
         if kinds.contains("tcp") {
             if r.host.is_some() || r.path_prefix.is_some() {
-                p.add(
-                    &key,
-                    "a route on a tcp entrypoint cannot have host or path_prefix",
-                );
+                p.add(&key, "a route on a tcp entrypoint cannot have host or path_prefix");
             }
             for n in names {
                 if let Some(prev) = tcp_owner.insert(n.clone(), i) {
-                    p.add(format!("{key}.entrypoints"), format!("tcp entrypoint {n:?} already forwards to the service of routes[{prev}]"));
+                    p.add(
+                        format!("{key}.entrypoints"),
+                        format!("tcp entrypoint {n:?} already forwards to the service of routes[{prev}]"),
+                    );
                 }
                 tcp.push(TcpRoute {
                     entrypoint: n,
@@ -336,12 +407,7 @@ fn routes(
             }
             continue;
         }
-        let host = match r
-            .host
-            .as_deref()
-            .map(HostMatch::parse)
-            .unwrap_or(Ok(HostMatch::Any))
-        {
+        let host = match r.host.as_deref().map(HostMatch::parse).unwrap_or(Ok(HostMatch::Any)) {
             Ok(h) => h,
             Err(e) => {
                 p.add(format!("{key}.host"), e);
@@ -349,21 +415,14 @@ fn routes(
             }
         };
         let path_prefix = r.path_prefix.clone().unwrap_or_else(|| "/".into());
-        if !path_prefix.starts_with('/')
-            || path_prefix
-                .bytes()
-                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-        {
+        if !path_prefix.starts_with('/') || path_prefix.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
             p.add(
                 format!("{key}.path_prefix"),
                 format!("{path_prefix:?} must start with '/' and contain no spaces"),
             );
         }
         if names.is_empty() {
-            p.add(
-                format!("{key}.entrypoints"),
-                "there is no http entrypoint for this route",
-            );
+            p.add(format!("{key}.entrypoints"), "there is no http entrypoint for this route");
         }
         http.push(HttpRoute {
             entrypoints: names,

@@ -16,10 +16,7 @@ use tokio::sync::Notify;
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
     #[error("config {path} refused, the running config stays:\n{source}")]
-    Invalid {
-        path: PathBuf,
-        source: crate::config::ConfigError,
-    },
+    Invalid { path: PathBuf, source: crate::config::ConfigError },
 }
 
 pub struct FileProvider {
@@ -77,9 +74,7 @@ impl FileProvider {
                 self.path.display()
             );
         }
-        if new.server.threads != current.server.threads
-            || new.server.grace_period != current.server.grace_period
-        {
+        if new.server.threads != current.server.threads || new.server.grace_period != current.server.grace_period {
             log::warn!(
                 "{}: server.threads and server.grace_period take effect after `lariat --upgrade`",
                 self.path.display()

@@ -1,11 +1,14 @@
 //! The L7 proxy of one http entrypoint: route by host and path on the snapshot the request started
-//! with, pick a backend, retry another after a connect failure, set forwarding headers, log.
+//! with, pick a backend the strategy allows, retry another after a connect failure (or, for
+//! idempotent requests, a reset or timeout before the response), feed outcomes to the breakers,
+//! set forwarding headers, log.
 
 use super::respond;
+use crate::breaker::Outcome;
 use crate::desired::HashKey;
 use crate::route::Target;
 use crate::state::Shared;
-use crate::upstream::{InFlight, ServiceSlot};
+use crate::upstream::{Attempt, Pick, Service, ServiceSlot};
 use async_trait::async_trait;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
@@ -20,31 +23,53 @@ pub struct HttpProxy {
     pub shared: Arc<Shared>,
 }
 
+/// The backend of the current attempt, holding its connection slot.
+struct Current {
+    pick: Pick,
+    /// Its outcome was already given to the breaker.
+    recorded: bool,
+}
+
 /// Per-request state.
 pub struct Ctx {
     start: Instant,
     target: Option<Target>,
+    service: Option<Arc<Service>>,
     _service_slot: Option<ServiceSlot>,
-    /// The backend of the current attempt, holding its connection slot.
-    attempt: Option<InFlight>,
+    current: Option<Current>,
     tried: Vec<usize>,
     hash_key: Vec<u8>,
     client_ip: Option<IpAddr>,
+}
+
+impl Ctx {
+    /// Give the current attempt's outcome to its backend's breaker, once.
+    fn record(&mut self, attempt: Attempt) {
+        if let (Some(svc), Some(cur)) = (&self.service, &mut self.current) {
+            if !cur.recorded {
+                cur.recorded = true;
+                svc.record(cur.pick.index, attempt, cur.pick.probe, Instant::now());
+            }
+        }
+    }
+
+    fn retries_left(&self) -> bool {
+        self.service.as_ref().is_some_and(|s| self.tried.len() <= s.spec.retries as usize)
+    }
+}
+
+/// Errors that mean the backend failed (as opposed to the client going away).
+fn upstream_failure(e: &Error) -> bool {
+    e.esource() == &ErrorSource::Upstream
 }
 
 impl HttpProxy {
     fn hash_key(key: &HashKey, session: &Session, client_ip: Option<IpAddr>) -> Vec<u8> {
         let req = session.req_header();
         match key {
-            HashKey::ClientIp => client_ip
-                .map(|ip| ip.to_string().into_bytes())
-                .unwrap_or_default(),
+            HashKey::ClientIp => client_ip.map(|ip| ip.to_string().into_bytes()).unwrap_or_default(),
             HashKey::Path => req.uri.path().as_bytes().to_vec(),
-            HashKey::Header(name) => req
-                .headers
-                .get(name.as_str())
-                .map(|v| v.as_bytes().to_vec())
-                .unwrap_or_default(),
+            HashKey::Header(name) => req.headers.get(name.as_str()).map(|v| v.as_bytes().to_vec()).unwrap_or_default(),
             HashKey::Cookie(name) => cookie(req, name).unwrap_or_default(),
         }
     }
@@ -69,10 +94,7 @@ pub fn request_host(req: &RequestHeader) -> &str {
     if let Some(a) = req.uri.authority() {
         return a.as_str();
     }
-    req.headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("")
+    req.headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("")
 }
 
 #[async_trait]
@@ -83,8 +105,9 @@ impl ProxyHttp for HttpProxy {
         Ctx {
             start: Instant::now(),
             target: None,
+            service: None,
             _service_slot: None,
-            attempt: None,
+            current: None,
             tried: Vec::new(),
             hash_key: Vec::new(),
             client_ip: None,
@@ -93,10 +116,7 @@ impl ProxyHttp for HttpProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.start = Instant::now();
-        ctx.client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+        ctx.client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         let snap = self.shared.registry.snapshot();
         let req = session.req_header();
         let target = snap
@@ -114,6 +134,10 @@ impl ProxyHttp for HttpProxy {
             respond::text(session, 503, respond::body_for(503)).await?;
             return Ok(true);
         };
+        if service.breaker.as_ref().is_some_and(|b| !b.admit(ctx.start)) {
+            respond::text(session, 503, respond::body_for(503)).await?;
+            return Ok(true);
+        }
         let Some(slot) = service.load.try_acquire(service.spec.max_requests) else {
             respond::text(session, 503, respond::body_for(503)).await?;
             return Ok(true);
@@ -122,56 +146,51 @@ impl ProxyHttp for HttpProxy {
         if let crate::desired::Balance::ConsistentHash(key) = &service.spec.balance {
             ctx.hash_key = Self::hash_key(key, session, ctx.client_ip);
         }
+        ctx.service = Some(service);
         Ok(false)
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        // A new attempt after an earlier one: that one failed.
+        ctx.record(Attempt::Failed);
         let service = ctx
-            .target
-            .as_ref()
-            .and_then(|t| t.service.clone())
+            .service
+            .clone()
             .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(503), "no service"))?;
-        ctx.attempt = None;
-        let (i, slot) = service
-            .pick(&ctx.hash_key, &ctx.tried)
+        ctx.current = None;
+        let pick = service
+            .pick(&ctx.hash_key, &ctx.tried, Instant::now())
             .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(503), "no usable backend"))?;
-        ctx.tried.push(i);
-        let addr = slot.member().addr;
-        ctx.attempt = Some(slot);
+        ctx.tried.push(pick.index);
+        let addr = pick.slot.member().addr;
+        ctx.current = Some(Current { pick, recorded: false });
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(service.spec.connect_timeout);
         peer.options.read_timeout = Some(service.spec.read_timeout);
         Ok(Box::new(peer))
     }
 
-    fn fail_to_connect(
-        &self,
-        _session: &mut Session,
-        _peer: &HttpPeer,
-        ctx: &mut Ctx,
-        mut e: Box<Error>,
-    ) -> Box<Error> {
-        if let Some(a) = &ctx.attempt {
-            a.member().record_failure();
-        }
-        let retries = ctx
-            .target
-            .as_ref()
-            .and_then(|t| t.service.as_ref())
-            .map(|s| s.spec.retries)
-            .unwrap_or(0);
-        if ctx.tried.len() <= retries as usize {
-            e.set_retry(true);
-        }
+    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+        ctx.record(Attempt::Failed);
+        // Nothing was sent: any request may go to another backend.
+        e.set_retry(ctx.retries_left());
         e
     }
 
-    async fn upstream_request_filter(
-        &self,
-        session: &mut Session,
-        req: &mut RequestHeader,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
+    fn error_while_proxy(&self, peer: &HttpPeer, session: &mut Session, e: Box<Error>, ctx: &mut Ctx, _client_reused: bool) -> Box<Error> {
+        let mut e = e.more_context(format!("backend {peer}"));
+        if upstream_failure(&e) {
+            ctx.record(Attempt::Failed);
+        }
+        // A reset or a timeout before any response byte: idempotent requests go to another
+        // backend. A non-idempotent request may already have had its effect: never replayed.
+        let before_response = session.response_written().is_none();
+        let replayable = session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated();
+        e.set_retry(upstream_failure(&e) && before_response && replayable && ctx.retries_left());
+        e
+    }
+
+    async fn upstream_request_filter(&self, session: &mut Session, req: &mut RequestHeader, ctx: &mut Ctx) -> Result<()> {
         let host = request_host(session.req_header()).to_string();
         if req.headers.get("host").is_none() && !host.is_empty() {
             req.insert_header("host", &host)?;
@@ -191,11 +210,7 @@ impl ProxyHttp for HttpProxy {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
-            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
-                if e.esource() == &ErrorSource::Upstream =>
-            {
-                504
-            }
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout if e.esource() == &ErrorSource::Upstream => 504,
             _ => match e.esource() {
                 ErrorSource::Upstream => 502,
                 ErrorSource::Downstream => match e.etype() {
@@ -215,26 +230,45 @@ impl ProxyHttp for HttpProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let now = Instant::now();
+        let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
+        if ctx.current.is_some() {
+            let failed_upstream = e.is_some_and(upstream_failure);
+            let count_5xx = ctx.service.as_ref().is_some_and(|s| s.spec.breaker.count_5xx);
+            let attempt = if failed_upstream || (count_5xx && status >= 500) {
+                Attempt::Failed
+            } else {
+                Attempt::Ok
+            };
+            ctx.record(attempt);
+            if let Some(svc) = &ctx.service {
+                let outcome = if failed_upstream {
+                    Outcome::NetworkError
+                } else {
+                    Outcome::Response {
+                        status,
+                        latency: now - ctx.start,
+                    }
+                };
+                svc.record_outcome(now, outcome);
+            }
+        }
         if !self.shared.access_log() {
             return;
         }
-        let status = session
-            .response_written()
-            .map(|r| r.status.as_u16())
-            .unwrap_or(0);
         let req = session.req_header();
         let (route, service) = match &ctx.target {
             Some(t) => (&*t.name, t.id.0.as_str()),
             None => ("-", "-"),
         };
         let backend = ctx
-            .attempt
+            .current
             .as_ref()
-            .map(|a| a.member().addr.to_string())
+            .map(|c| c.pick.slot.member().addr.to_string())
             .unwrap_or_else(|| "-".into());
         log::info!(
             target: "access",
-            "http entrypoint={} client={} method={} route={} service={} backend={} status={} bytes={} duration_ms={:.3}{}",
+            "http entrypoint={} client={} method={} route={} service={} backend={} status={} bytes={} duration_ms={:.3} attempts={}{}",
             self.entrypoint,
             ctx.client_ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
             req.method,
@@ -243,7 +277,8 @@ impl ProxyHttp for HttpProxy {
             backend,
             status,
             session.body_bytes_sent(),
-            ctx.start.elapsed().as_secs_f64() * 1000.0,
+            (now - ctx.start).as_secs_f64() * 1000.0,
+            ctx.tried.len(),
             e.map(|e| format!(" error=\"{}\"", e.etype().as_str())).unwrap_or_default(),
         );
     }

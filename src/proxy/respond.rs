@@ -4,11 +4,7 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
 /// Write a complete text response. A 503 carries `Retry-After`.
-pub async fn text(
-    session: &mut Session,
-    status: u16,
-    body: &'static str,
-) -> pingora_core::Result<()> {
+pub async fn text(session: &mut Session, status: u16, body: &'static str) -> pingora_core::Result<()> {
     let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header("content-type", "text/plain; charset=utf-8")?;
     resp.insert_header("content-length", body.len().to_string())?;

@@ -3,7 +3,7 @@
 //! ways, passing a half-close on to the other side.
 
 use crate::state::Shared;
-use crate::upstream::InFlight;
+use crate::upstream::{Attempt, InFlight};
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::Stream;
@@ -24,29 +24,25 @@ impl TcpProxy {
         let snap = self.shared.registry.snapshot();
         let (id, service) = snap.tcp.get(&*self.entrypoint)?;
         let Some(service) = service else {
-            log::warn!(
-                "tcp entrypoint {}: service {id} does not exist",
-                self.entrypoint
-            );
+            log::warn!("tcp entrypoint {}: service {id} does not exist", self.entrypoint);
             return None;
         };
-        let key = client
-            .map(|c| c.ip().to_string().into_bytes())
-            .unwrap_or_default();
+        let key = client.map(|c| c.ip().to_string().into_bytes()).unwrap_or_default();
         let mut tried = Vec::new();
         while tried.len() <= service.spec.retries as usize {
-            let (i, slot) = service.pick(&key, &tried)?;
-            tried.push(i);
-            let addr = slot.member().addr;
+            let pick = service.pick(&key, &tried, Instant::now())?;
+            tried.push(pick.index);
+            let addr = pick.slot.member().addr;
             match timeout(service.spec.connect_timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
-                    return Some((stream, slot, id.0.as_str().into()));
+                    service.record(pick.index, Attempt::Ok, pick.probe, Instant::now());
+                    return Some((stream, pick.slot, id.0.as_str().into()));
                 }
                 Ok(Err(e)) => log::debug!("tcp {}: connect {addr}: {e}", self.entrypoint),
                 Err(_) => log::debug!("tcp {}: connect {addr}: timed out", self.entrypoint),
             }
-            slot.member().record_failure();
+            service.record(pick.index, Attempt::Failed, pick.probe, Instant::now());
         }
         None
     }
@@ -54,11 +50,7 @@ impl TcpProxy {
 
 #[async_trait]
 impl ServerApp for TcpProxy {
-    async fn process_new(
-        self: &Arc<Self>,
-        mut io: Stream,
-        _shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
+    async fn process_new(self: &Arc<Self>, mut io: Stream, _shutdown: &ShutdownWatch) -> Option<Stream> {
         let start = Instant::now();
         let client = io
             .get_socket_digest()

@@ -1,30 +1,93 @@
 //! One backend address of a service and its live counters. A member object survives membership
 //! updates that keep its address, so whatever state it carries survives them too.
 
+use crate::breaker::{Breaker, BreakerState};
+use crate::health::{Active, HealthCell};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use tokio::time::Instant;
 
-/// A backend address with lock-free counters read by the admin API and selection.
-#[derive(Debug)]
+/// What the admin API and metrics report for a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendState {
+    Initializing,
+    Healthy,
+    Unhealthy,
+    Ejected,
+    Draining,
+}
+
+impl BackendState {
+    pub const ALL: [BackendState; 5] = [
+        BackendState::Initializing,
+        BackendState::Healthy,
+        BackendState::Unhealthy,
+        BackendState::Ejected,
+        BackendState::Draining,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendState::Initializing => "initializing",
+            BackendState::Healthy => "healthy",
+            BackendState::Unhealthy => "unhealthy",
+            BackendState::Ejected => "ejected",
+            BackendState::Draining => "draining",
+        }
+    }
+}
+
+/// A backend address with lock-free counters read by the admin API and selection, its active
+/// check state and its breaker.
 pub struct Member {
     pub addr: SocketAddr,
     /// Requests (HTTP) or connections (TCP) currently using this backend.
     in_flight: AtomicU32,
     /// Requests or connections sent, in total.
     pub requests: AtomicU64,
-    /// Failed attempts (connect errors, resets, timeouts), in total.
+    /// Failed attempts (connect errors, resets, timeouts, counted 5xx), in total.
     pub failures: AtomicU64,
+    /// Times the breaker ejected this backend.
+    pub ejections: AtomicU64,
+    pub health: HealthCell,
+    pub breaker: Breaker,
+}
+
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Member({})", self.addr)
+    }
 }
 
 impl Member {
     pub fn new(addr: SocketAddr) -> Arc<Member> {
+        let now = Instant::now();
         Arc::new(Member {
             addr,
             in_flight: AtomicU32::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            ejections: AtomicU64::new(0),
+            health: HealthCell::new(now),
+            breaker: Breaker::new(now),
         })
+    }
+
+    /// The state to report. `checked`: the service has an active check. A failing active check
+    /// outranks an open breaker: the backend stays out until its check passes either way.
+    pub fn state(&self, checked: bool, now: Instant) -> BackendState {
+        let active = if checked { self.health.state() } else { Active::Healthy };
+        if active == Active::Unhealthy {
+            return BackendState::Unhealthy;
+        }
+        if self.breaker.state(now) != BreakerState::Closed {
+            return BackendState::Ejected;
+        }
+        match active {
+            Active::Initializing => BackendState::Initializing,
+            _ => BackendState::Healthy,
+        }
     }
 
     pub fn in_flight(&self) -> u32 {

@@ -5,8 +5,8 @@ mod member;
 mod select;
 mod service;
 
-pub use member::{InFlight, Member, ServiceLoad, ServiceSlot};
-pub use service::Service;
+pub use member::{BackendState, InFlight, Member, ServiceLoad, ServiceSlot};
+pub use service::{Attempt, Pick, Service};
 
 use crate::desired::{Desired, HttpRoute, ServiceId, TcpRoute};
 use crate::route::RouteTable;
@@ -102,16 +102,11 @@ impl Registry {
             }
             for r in &d.tcp_routes {
                 if snap.tcp.contains_key(&r.entrypoint) {
-                    log::warn!(
-                        "tcp entrypoint {} is claimed twice; {} ignored",
-                        r.entrypoint,
-                        r.service
-                    );
+                    log::warn!("tcp entrypoint {} is claimed twice; {} ignored", r.entrypoint, r.service);
                     continue;
                 }
                 let svc = snap.services.get(&r.service).cloned();
-                snap.tcp
-                    .insert(r.entrypoint.clone(), (r.service.clone(), svc));
+                snap.tcp.insert(r.entrypoint.clone(), (r.service.clone(), svc));
                 snap.tcp_routes.push(r.clone());
             }
         }
@@ -160,10 +155,7 @@ mod tests {
         let reg = Registry::default();
         reg.apply("file", desired(vec![spec("a", &[1, 2]), spec("b", &[3])]));
         let s1 = reg.snapshot();
-        let stats = reg.apply(
-            "file",
-            desired(vec![spec("a", &[1, 2]), spec("b", &[3, 4])]),
-        );
+        let stats = reg.apply("file", desired(vec![spec("a", &[1, 2]), spec("b", &[3, 4])]));
         assert_eq!(
             stats,
             ApplyStats {
@@ -175,10 +167,7 @@ mod tests {
         let id = |n: &str| ServiceId(format!("{n}@file"));
         assert!(Arc::ptr_eq(&s1.services[&id("a")], &s2.services[&id("a")]));
         assert!(!Arc::ptr_eq(&s1.services[&id("b")], &s2.services[&id("b")]));
-        assert!(Arc::ptr_eq(
-            &s1.services[&id("b")].members[0],
-            &s2.services[&id("b")].members[0]
-        ));
+        assert!(Arc::ptr_eq(&s1.services[&id("b")].members[0], &s2.services[&id("b")].members[0]));
         assert_eq!(s2.version, s1.version + 1);
         // The old snapshot is untouched.
         assert_eq!(s1.services[&id("b")].members.len(), 1);

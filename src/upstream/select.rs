@@ -3,9 +3,7 @@
 
 use super::member::Member;
 use crate::desired::{BackendSpec, Balance};
-use pingora_load_balancing::selection::{
-    BackendIter, BackendSelection, Consistent, Random, RoundRobin,
-};
+use pingora_load_balancing::selection::{BackendIter, BackendSelection, Consistent, Random, RoundRobin};
 use pingora_load_balancing::Backend;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,13 +45,7 @@ impl Selector {
 
     /// Pick a member index: the algorithm's choices first, then any acceptable member, so a veto
     /// never hides a usable backend. `key` feeds consistent hashing only.
-    pub fn select(
-        &self,
-        key: &[u8],
-        members: &[Arc<Member>],
-        weights: &[u32],
-        accept: &dyn Fn(usize) -> bool,
-    ) -> Option<usize> {
+    pub fn select(&self, key: &[u8], members: &[Arc<Member>], weights: &[u32], accept: &dyn Fn(usize) -> bool) -> Option<usize> {
         let n = members.len();
         if n == 0 {
             return None;
@@ -85,11 +77,7 @@ impl Selector {
     }
 }
 
-fn first_accepted(
-    mut it: impl BackendIter,
-    max_iter: usize,
-    accept: &dyn Fn(usize) -> bool,
-) -> Option<usize> {
+fn first_accepted(mut it: impl BackendIter, max_iter: usize, accept: &dyn Fn(usize) -> bool) -> Option<usize> {
     for _ in 0..max_iter {
         let b = it.next()?;
         if let Some(Index(i)) = b.ext.get::<Index>() {

@@ -1,20 +1,47 @@
-//! A service in a snapshot: its spec, its members and its selector. Immutable once built; the
-//! members and the load counter are shared with the service's next version.
+//! A service in a snapshot: its spec, its members and its selector, and the rules of its strategy
+//! for which members may take traffic. Immutable once built; members, the load counter, the
+//! service breaker and the fail-open flag carry over to the service's next version.
 
-use super::member::{InFlight, Member, ServiceLoad};
+use super::member::{BackendState, InFlight, Member, ServiceLoad};
 use super::select::Selector;
-use crate::desired::ServiceSpec;
+use crate::breaker::{Admit, BreakerState, Outcome, ServiceBreaker, Transition};
+use crate::desired::{ServiceSpec, Strategy};
+use crate::health::Active;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use tokio::time::Instant;
 
 pub struct Service {
     pub spec: ServiceSpec,
     /// In the order of `spec.backends`.
     pub members: Vec<Arc<Member>>,
+    /// Members removed by an update that still had work in flight: no new work.
+    pub draining: Vec<Arc<Member>>,
     weights: Vec<u32>,
     selector: Selector,
     pub load: Arc<ServiceLoad>,
+    /// The expression breaker, when the service has one.
+    pub breaker: Option<Arc<ServiceBreaker>>,
+    /// Under recreateOnQuorum: whether the service currently fails open (kept by the health loop
+    /// for reporting; selection decides for itself).
+    pub fail_open: Arc<AtomicBool>,
+}
+
+/// A chosen backend: its index, its connection slot, and whether the request is its breaker's probe.
+pub struct Pick {
+    pub index: usize,
+    pub slot: InFlight,
+    pub probe: bool,
+}
+
+/// What became of a request to a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    Ok,
+    /// Connect error, reset, timeout, or a 5xx counted as failure.
+    Failed,
 }
 
 impl Service {
@@ -24,39 +51,160 @@ impl Service {
         let old: HashMap<SocketAddr, &Arc<Member>> = previous
             .map(|p| p.members.iter().map(|m| (m.addr, m)).collect())
             .unwrap_or_default();
-        let members = spec
+        let members: Vec<Arc<Member>> = spec
             .backends
             .iter()
-            .map(|b| {
-                old.get(&b.addr)
-                    .map(|m| Arc::clone(m))
-                    .unwrap_or_else(|| Member::new(b.addr))
-            })
+            .map(|b| old.get(&b.addr).map(|m| Arc::clone(m)).unwrap_or_else(|| Member::new(b.addr)))
             .collect();
+        let draining = previous
+            .map(|p| {
+                p.members
+                    .iter()
+                    .filter(|m| !spec.backends.iter().any(|b| b.addr == m.addr))
+                    .chain(p.draining.iter())
+                    .filter(|m| m.in_flight() > 0)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
         let weights = spec.backends.iter().map(|b| b.weight).collect();
         let selector = Selector::build(&spec.balance, &spec.backends);
         let load = previous.map(|p| p.load.clone()).unwrap_or_default();
+        let b = &spec.breaker;
+        let breaker = b.expression.as_ref().map(
+            |e| match previous.and_then(|p| p.breaker.clone().filter(|_| p.spec.breaker == *b)) {
+                Some(same) => same,
+                None => Arc::new(ServiceBreaker::new(
+                    e.expr.clone(),
+                    b.fallback_duration,
+                    b.recovery_duration,
+                    Instant::now(),
+                )),
+            },
+        );
+        let fail_open = previous.map(|p| p.fail_open.clone()).unwrap_or_default();
         Service {
             spec,
             members,
+            draining,
             weights,
             selector,
             load,
+            breaker,
+            fail_open,
         }
     }
 
-    /// Pick a backend not in `exclude` with a free connection slot, and take that slot.
-    pub fn pick(&self, key: &[u8], exclude: &[usize]) -> Option<(usize, InFlight)> {
+    fn checked(&self) -> bool {
+        self.spec.health_check.is_some()
+    }
+
+    /// The state of member `i` to report.
+    pub fn member_state(&self, i: usize, now: Instant) -> BackendState {
+        self.members[i].state(self.checked(), now)
+    }
+
+    /// Members that count towards the quorum: healthy or initializing, and not ejected.
+    pub fn healthy_count(&self, now: Instant) -> usize {
+        self.members
+            .iter()
+            .filter(|m| m.breaker.state(now) == BreakerState::Closed && (!self.checked() || m.health.state() != Active::Unhealthy))
+            .count()
+    }
+
+    /// Whether the strategy currently routes to every member (recreateOnQuorum below quorum).
+    pub fn quorum_lost(&self, now: Instant) -> bool {
+        match self.spec.strategy {
+            Strategy::RecreateOnQuorum(q) => self.healthy_count(now) < q as usize,
+            _ => false,
+        }
+    }
+
+    /// May member `i` take traffic under the strategy? Half-open members pass here; the probe is
+    /// claimed after selection.
+    fn eligible(&self, i: usize, now: Instant, everyone: bool) -> bool {
+        if everyone || self.spec.strategy == Strategy::None {
+            return true;
+        }
+        let m = &self.members[i];
+        (!self.checked() || m.health.state() == Active::Healthy) && m.breaker.state(now) != BreakerState::Open
+    }
+
+    /// Pick a backend not in `exclude` that the strategy allows and that has a free connection
+    /// slot, and take that slot.
+    pub fn pick(&self, key: &[u8], exclude: &[usize], now: Instant) -> Option<Pick> {
+        // recreateOnQuorum below quorum fails open: every member takes traffic. The health loop
+        // keeps the flag; when nothing is eligible the quorum is checked at once.
+        let open = matches!(self.spec.strategy, Strategy::RecreateOnQuorum(_)) && self.fail_open.load(Ordering::Relaxed);
+        self.pick_among(key, exclude, now, open).or_else(|| {
+            if !open && self.quorum_lost(now) {
+                self.pick_among(key, exclude, now, true)
+            } else {
+                None
+            }
+        })
+    }
+
+    fn pick_among(&self, key: &[u8], exclude: &[usize], now: Instant, everyone: bool) -> Option<Pick> {
         let max = self.spec.max_connections;
         let members = &self.members;
-        let accept = |i: usize| !exclude.contains(&i) && (max == 0 || members[i].in_flight() < max);
-        // A slot can be taken by another request between accept and acquire: try a few times.
-        for _ in 0..3 {
+        let mut refused: Vec<usize> = Vec::new();
+        // Bounded: each round either returns or refuses one more member.
+        for _ in 0..members.len() + 3 {
+            let accept = |i: usize| {
+                !exclude.contains(&i)
+                    && !refused.contains(&i)
+                    && (max == 0 || members[i].in_flight() < max)
+                    && self.eligible(i, now, everyone)
+            };
             let i = self.selector.select(key, members, &self.weights, &accept)?;
-            if let Some(slot) = members[i].try_acquire(max) {
-                return Some((i, slot));
+            let probe = if everyone || self.spec.strategy == Strategy::None {
+                false
+            } else {
+                match members[i].breaker.admit(now) {
+                    Admit::Yes => false,
+                    Admit::Probe => true,
+                    Admit::No => {
+                        refused.push(i);
+                        continue;
+                    }
+                }
+            };
+            match members[i].try_acquire(max) {
+                Some(slot) => return Some(Pick { index: i, slot, probe }),
+                None => refused.push(i),
             }
         }
         None
+    }
+
+    /// Record how a request to member `i` went: feeds its breaker (ejection obeys the strategy).
+    pub fn record(&self, i: usize, attempt: Attempt, probe: bool, now: Instant) {
+        let m = &self.members[i];
+        let ok = attempt == Attempt::Ok;
+        if !ok {
+            m.record_failure();
+        }
+        // Under `none` nothing leaves rotation, so any success may close an open breaker.
+        let probe = probe || (self.spec.strategy == Strategy::None && m.breaker.state(now) != BreakerState::Closed);
+        let may_eject = || match self.spec.strategy {
+            Strategy::RecreateOnQuorum(q) => self.healthy_count(now) > q as usize,
+            _ => true,
+        };
+        match m.breaker.record(now, ok, probe, &self.spec.breaker, &may_eject) {
+            Some(Transition::Ejected(d)) => {
+                m.ejections.fetch_add(1, Ordering::Relaxed);
+                log::warn!("service {}: backend {} ejected for {:?} after failures", self.spec.id, m.addr, d);
+            }
+            Some(Transition::Restored) => log::info!("service {}: backend {} restored: its probe request succeeded", self.spec.id, m.addr),
+            None => {}
+        }
+    }
+
+    /// Record a request's outcome for the expression breaker.
+    pub fn record_outcome(&self, now: Instant, outcome: Outcome) {
+        if let Some(b) = &self.breaker {
+            b.record(now, outcome);
+        }
     }
 }

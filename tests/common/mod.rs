@@ -60,13 +60,25 @@ pub fn client() -> reqwest::Client {
 pub struct HttpBackend {
     pub addr: SocketAddr,
     pub name: String,
+    /// Requests answered, health checks excluded.
     pub hits: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
+    /// The status `/healthz` answers (200 unless changed).
+    pub health: Arc<std::sync::atomic::AtomicU16>,
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl HttpBackend {
+    /// Die like a killed process: stop listening and drop every open connection.
+    pub fn kill(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
 }
 
 impl Drop for HttpBackend {
     fn drop(&mut self) {
-        self.task.abort();
+        self.kill();
     }
 }
 
@@ -79,10 +91,18 @@ fn full(b: impl Into<Bytes>) -> Body {
 async fn handle(
     name: Arc<str>,
     hits: Arc<AtomicUsize>,
+    health: Arc<std::sync::atomic::AtomicU16>,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    hits.fetch_add(1, Ordering::SeqCst);
     let path = req.uri().path().to_string();
+    if path == "/healthz" {
+        let code = health.load(Ordering::SeqCst);
+        return Ok(Response::builder()
+            .status(code)
+            .body(full(format!("{name} health {code}")))
+            .unwrap());
+    }
+    hits.fetch_add(1, Ordering::SeqCst);
     if path == "/ws" {
         let upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
@@ -109,10 +129,7 @@ async fn handle(
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(30)).await;
-            Some((
-                Ok::<_, Infallible>(Frame::data(Bytes::from(format!("chunk{i}\n")))),
-                i + 1,
-            ))
+            Some((Ok::<_, Infallible>(Frame::data(Bytes::from(format!("chunk{i}\n")))), i + 1))
         });
         return Ok(Response::builder()
             .header("x-backend", &*name)
@@ -137,20 +154,10 @@ async fn handle(
     let headers: BTreeMap<String, String> = req
         .headers()
         .iter()
-        .map(|(k, v)| {
-            (
-                k.to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
+        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect();
     let method = req.method().to_string();
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let echo = serde_json::json!({ "backend": &*name, "path": path, "method": method, "headers": headers, "body_len": body.len() });
     Ok(Response::builder()
         .header("x-backend", &*name)
@@ -166,28 +173,75 @@ pub async fn http_backend(name: &str) -> HttpBackend {
 pub fn http_backend_on(name: &str, listener: TcpListener) -> HttpBackend {
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
+    let health = Arc::new(std::sync::atomic::AtomicU16::new(200));
+    let tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Default::default();
     let n: Arc<str> = name.into();
-    let h = hits.clone();
-    let task = tokio::spawn(async move {
+    let (h, hl, t) = (hits.clone(), health.clone(), tasks.clone());
+    let accept = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let (n, h) = (n.clone(), h.clone());
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| handle(n.clone(), h.clone(), req));
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let (n, h, hl) = (n.clone(), h.clone(), hl.clone());
+            let conn = tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| handle(n.clone(), h.clone(), hl.clone(), req));
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                     .await;
             });
+            let mut t = t.lock().unwrap();
+            t.retain(|h| !h.is_finished());
+            t.push(conn.abort_handle());
         }
     });
+    tasks.lock().unwrap().push(accept.abort_handle());
     HttpBackend {
         addr,
         name: name.to_string(),
         hits,
-        task,
+        health,
+        tasks,
     }
+}
+
+/// A backend that accepts connections and never answers.
+pub async fn hung_backend() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s); // kept open, never read or written
+        }
+    });
+    (addr, task)
+}
+
+/// A backend that reads a request head and then resets the connection without answering;
+/// counts the requests it swallowed.
+pub async fn resetting_backend() -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                c.fetch_add(1, Ordering::SeqCst);
+                #[allow(deprecated)] // a zero linger closes at once, with a reset
+                let _ = s.set_linger(Some(Duration::ZERO));
+                drop(s);
+            });
+        }
+    });
+    (addr, count, task)
 }
 
 /// A TCP echo server; it half-closes its side when the client does.
@@ -226,11 +280,7 @@ pub async fn tcp_echo() -> TcpEcho {
             });
         }
     });
-    TcpEcho {
-        addr,
-        connections,
-        task,
-    }
+    TcpEcho { addr, connections, task }
 }
 
 static INSTANCE: AtomicUsize = AtomicUsize::new(0);
@@ -254,11 +304,7 @@ impl Lariat {
                 break;
             };
             let key = &rest[start + 1..start + len];
-            if key.is_empty()
-                || !key
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == ':')
-            {
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == ':') {
                 out.push_str(&rest[..start + 1]);
                 rest = &rest[start + 1..];
                 continue;
@@ -288,10 +334,7 @@ impl Lariat {
             running: None,
             path: dir.join("lariat.toml"),
             addrs: BTreeMap::new(),
-            extra: extra
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
+            extra: extra.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
         }
     }
 
@@ -299,10 +342,8 @@ impl Lariat {
     pub async fn start(mut self, template: &str) -> Lariat {
         let text = self.render(template);
         std::fs::write(&self.path, &text).unwrap();
-        let config =
-            Config::parse(&text).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
-        self.running =
-            Some(Running::start(config, Some(self.path.clone())).expect("lariat did not start"));
+        let config = Config::parse(&text).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
+        self.running = Some(Running::start(config, Some(self.path.clone())).expect("lariat did not start"));
         let admin = self.addr("admin");
         wait_until(Duration::from_secs(10), || async move {
             client()
@@ -315,10 +356,7 @@ impl Lariat {
         // The proxy listeners start with the admin one; give them the same chance.
         for (name, addr) in self.addrs.clone() {
             if name != "admin" && !name.starts_with("unused") {
-                wait_until(Duration::from_secs(10), || async move {
-                    TcpStream::connect(addr).await.is_ok()
-                })
-                .await;
+                wait_until(Duration::from_secs(10), || async move { TcpStream::connect(addr).await.is_ok() }).await;
             }
         }
         self
@@ -365,10 +403,7 @@ where
         if f().await {
             return;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not met within {limit:?}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "condition not met within {limit:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
