@@ -42,6 +42,14 @@ fn invalid_fixtures_are_refused_naming_the_key() {
             Err(e) => e,
         };
         let problems = err.problems();
+        if expect.ends_with(".expression") {
+            let msg = &problems.iter().find(|p| p.key == expect).unwrap().message;
+            assert!(
+                msg.contains("cannot parse \"") && msg.contains('^'),
+                "{}: the expression error must quote it and point: {msg}",
+                f.display()
+            );
+        }
         assert!(
             problems.iter().any(|p| p.key == expect),
             "{}: no problem names {expect:?}; got:\n{err}",

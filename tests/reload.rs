@@ -135,3 +135,26 @@ async fn file_change_is_picked_up_without_a_trigger() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_backend_finishes_its_requests() {
+    let (a, b) = (http_backend("a").await, http_backend("b").await);
+    let mut l = Lariat::new(&[("b:a", a.addr.to_string()), ("b:b", b.addr.to_string())])
+        .start(&conf("\"{b:a}\"", ""))
+        .await;
+    let slow = tokio::spawn({
+        let url = l.url("web", "/sleep/800");
+        async move { get(&client(), &url, "x.test").await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(l.rewrite(&conf("\"{b:b}\"", "")).await);
+    // New work goes to b at once, while a's request is still in flight.
+    let (status, backend, _) = get(&client(), &l.url("web", "/"), "x.test").await;
+    assert_eq!((status, backend.as_str()), (200, "b"));
+    let snap = l.running().shared.registry.snapshot();
+    let svc = snap.services.values().next().unwrap();
+    assert_eq!(svc.draining.len(), 1, "a should be draining");
+    assert_eq!(svc.draining[0].addr, a.addr);
+    let (status, backend, body) = slow.await.unwrap();
+    assert_eq!((status, backend.as_str()), (200, "a"), "{body}");
+}

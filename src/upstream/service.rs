@@ -208,3 +208,79 @@ impl Service {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::{BackendSpec, CheckKind, HealthCheckSpec, ServiceId};
+
+    fn service(strategy: Strategy, n: u16) -> Service {
+        let mut spec = ServiceSpec::new(
+            ServiceId("s@file".into()),
+            (0..n)
+                .map(|i| BackendSpec {
+                    addr: format!("127.0.0.1:{}", 7000 + i).parse().unwrap(),
+                    weight: 1,
+                })
+                .collect(),
+        );
+        spec.strategy = strategy;
+        spec.breaker.consecutive_failures = 1;
+        Service::build(spec, None)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ejection_never_takes_the_service_below_quorum() {
+        let s = service(Strategy::RecreateOnQuorum(2), 3);
+        let now = Instant::now();
+        s.record(0, Attempt::Failed, false, now);
+        assert_eq!(s.member_state(0, now), BackendState::Ejected);
+        // Two healthy left = quorum: no more ejections.
+        s.record(1, Attempt::Failed, false, now);
+        assert_eq!(s.member_state(1, now), BackendState::Healthy);
+        assert_eq!(s.healthy_count(now), 2);
+        // Under recreate nothing holds it back.
+        let r = service(Strategy::Recreate, 2);
+        r.record(0, Attempt::Failed, false, now);
+        r.record(1, Attempt::Failed, false, now);
+        assert_eq!(r.healthy_count(now), 0);
+        assert!(r.pick(b"", &[], now).is_none(), "recreate: ejected backends take no traffic");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn strategies_decide_who_takes_traffic() {
+        let now = Instant::now();
+        let mut spec = service(Strategy::Recreate, 2).spec;
+        spec.health_check = Some(HealthCheckSpec::new(CheckKind::Tcp));
+        let s = Service::build(spec.clone(), None);
+        assert!(
+            s.pick(b"", &[], now).is_none(),
+            "initializing backends take no traffic under recreate"
+        );
+        spec.strategy = Strategy::RecreateOnQuorum(1);
+        let q = Service::build(spec.clone(), None);
+        assert!(
+            q.pick(b"", &[], now).is_none(),
+            "initializing counts towards the quorum, so no fail-open yet"
+        );
+        spec.strategy = Strategy::None;
+        let n = Service::build(spec, None);
+        assert!(n.pick(b"", &[], now).is_some(), "none routes whatever the state");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn removed_members_with_work_drain() {
+        let s = service(Strategy::Recreate, 3);
+        let busy = s.members[2].try_acquire(0).unwrap();
+        let mut spec = s.spec.clone();
+        spec.backends.truncate(1);
+        let next = Service::build(spec, Some(&s));
+        assert_eq!(next.members.len(), 1);
+        assert_eq!(next.draining.len(), 1, "only the member with work in flight drains");
+        assert!(Arc::ptr_eq(&next.draining[0], &s.members[2]));
+        drop(busy);
+        let mut spec = next.spec.clone();
+        spec.retries = 1;
+        assert!(Service::build(spec, Some(&next)).draining.is_empty());
+    }
+}
