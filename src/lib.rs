@@ -14,3 +14,4 @@ pub use config::Config;
 pub use server::{run, RunOptions, Running, Signals};
 pub mod breaker;
 pub mod health;
+pub mod metrics;

@@ -79,11 +79,14 @@ impl ShutdownSignalWatch for ChannelSignals {
 struct Graceful<A> {
     inner: Arc<A>,
     linger: Duration,
+    /// Counts the open client connections of the entrypoint.
+    counters: Arc<crate::metrics::EntrypointCounters>,
 }
 
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for Graceful<A> {
     async fn process_new(self: &Arc<Self>, session: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let _open = crate::metrics::OpenGuard::new(self.counters.clone());
         self.inner.process_new(session, shutdown).await
     }
 
@@ -160,6 +163,7 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
 
     for ep in config.entrypoints.values() {
         let name: Arc<str> = ep.name.as_str().into();
+        let counters = shared.entrypoints.get(&name);
         let addr = ep.listen.to_string();
         match ep.kind {
             EntrypointKind::Http => {
@@ -168,12 +172,14 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
                 let app = HttpProxy {
                     entrypoint: name,
                     shared: shared.clone(),
+                    counters: counters.clone(),
                 };
                 let mut proxy = pingora_proxy::http_proxy(&conf, app);
                 proxy.server_options = Some(opts);
                 let graceful = Graceful {
                     inner: Arc::new(proxy),
                     linger: linger(config.server.grace_period),
+                    counters,
                 };
                 let mut svc = Service::new(format!("entrypoint {}", ep.name), graceful);
                 svc.add_tcp(&addr);
@@ -183,6 +189,7 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
                 let app = TcpProxy {
                     entrypoint: name,
                     shared: shared.clone(),
+                    counters,
                 };
                 let mut svc = Service::new(format!("entrypoint {}", ep.name), app);
                 svc.add_tcp(&addr);
@@ -194,6 +201,7 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
     let admin = Admin {
         shared: shared.clone(),
         token: config.admin.token.clone(),
+        entrypoints: config.entrypoints.values().cloned().collect(),
     };
     let mut svc = Service::new("admin".to_string(), HttpServer::new_app(admin));
     svc.add_tcp(&config.admin.listen.to_string());

@@ -1,21 +1,51 @@
-//! State shared by every entrypoint, the admin listener and the providers.
+//! State shared by every entrypoint, the admin listener and the providers: the registry, the
+//! entrypoint counters and each provider's sync status.
 
+use crate::metrics::{EntrypointCounters, PerEntrypoint};
 use crate::upstream::Registry;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::SystemTime;
 
-#[derive(Default)]
+/// What the admin API and metrics say about one provider.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProviderStatus {
+    pub updates: u64,
+    pub errors: u64,
+    pub last_success: Option<SystemTime>,
+    /// When and what, for the last failure; cleared by nothing (the time tells whether it is old).
+    pub last_error: Option<(SystemTime, String)>,
+    /// The version of the source last applied (file hash, metadata version, resourceVersion).
+    pub version: Option<String>,
+}
+
 pub struct Shared {
     pub registry: Registry,
+    pub entrypoints: PerEntrypoint<EntrypointCounters>,
+    pub started: SystemTime,
     access_log: AtomicBool,
     reloads_ok: AtomicU64,
     reloads_error: AtomicU64,
+    providers: Mutex<BTreeMap<String, ProviderStatus>>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared::new(true)
+    }
 }
 
 impl Shared {
     pub fn new(access_log: bool) -> Shared {
         Shared {
+            registry: Registry::default(),
+            entrypoints: PerEntrypoint::default(),
+            started: SystemTime::now(),
             access_log: AtomicBool::new(access_log),
-            ..Default::default()
+            reloads_ok: AtomicU64::new(0),
+            reloads_error: AtomicU64::new(0),
+            providers: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -36,5 +66,28 @@ impl Shared {
     /// (ok, error) reload counts.
     pub fn reloads(&self) -> (u64, u64) {
         (self.reloads_ok.load(Ordering::Relaxed), self.reloads_error.load(Ordering::Relaxed))
+    }
+
+    /// A provider applied a new state.
+    pub fn provider_synced(&self, provider: &str, version: Option<String>) {
+        let mut p = self.providers.lock().unwrap_or_else(|e| e.into_inner());
+        let s = p.entry(provider.to_string()).or_default();
+        s.updates += 1;
+        s.last_success = Some(SystemTime::now());
+        if version.is_some() {
+            s.version = version;
+        }
+    }
+
+    /// A provider failed to read its source; the last good state stays.
+    pub fn provider_failed(&self, provider: &str, error: String) {
+        let mut p = self.providers.lock().unwrap_or_else(|e| e.into_inner());
+        let s = p.entry(provider.to_string()).or_default();
+        s.errors += 1;
+        s.last_error = Some((SystemTime::now(), error));
+    }
+
+    pub fn providers(&self) -> BTreeMap<String, ProviderStatus> {
+        self.providers.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }

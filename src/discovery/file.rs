@@ -31,7 +31,7 @@ pub struct FileProvider {
 /// (modification time, length, content hash) of the file as last read.
 type Stamp = (Option<SystemTime>, u64, u64);
 
-fn stamp(path: &PathBuf) -> Option<Stamp> {
+fn stamp(path: &std::path::Path) -> Option<Stamp> {
     let meta = std::fs::metadata(path).ok()?;
     let bytes = std::fs::read(path).ok()?;
     use std::hash::{Hash, Hasher};
@@ -42,6 +42,7 @@ fn stamp(path: &PathBuf) -> Option<Stamp> {
 
 impl FileProvider {
     pub fn new(path: PathBuf, shared: Arc<Shared>, config: Config) -> FileProvider {
+        shared.provider_synced("file", stamp(&path).map(|s| format!("{:016x}", s.2)));
         FileProvider {
             path,
             shared,
@@ -90,6 +91,8 @@ impl FileProvider {
         );
         *current = new;
         self.shared.count_reload(true);
+        self.shared
+            .provider_synced("file", stamp(&self.path).map(|s| format!("{:016x}", s.2)));
         Ok(())
     }
 

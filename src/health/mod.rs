@@ -82,10 +82,12 @@ impl HealthLoop {
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
                     continue; // too many probes in flight; this one waits for the next interval
                 };
-                let (m, check, id) = (m.clone(), check.clone(), svc.spec.id.clone());
+                let (m, check, id, stats) = (m.clone(), check.clone(), svc.spec.id.clone(), svc.stats.clone());
                 tokio::spawn(async move {
                     let (ok, detail) = probe(m.addr, &check).await;
                     drop(permit);
+                    let counter = if ok { &stats.checks_ok } else { &stats.checks_failed };
+                    counter.fetch_add(1, Ordering::Relaxed);
                     if let Some((from, to)) = m.health.record(ok, detail.clone(), &check) {
                         let level = if to == Active::Healthy {
                             log::Level::Info

@@ -21,6 +21,8 @@ use tokio::time::Instant;
 pub struct HttpProxy {
     pub entrypoint: Arc<str>,
     pub shared: Arc<Shared>,
+    /// This entrypoint's own counters.
+    pub counters: Arc<crate::metrics::EntrypointCounters>,
 }
 
 /// The backend of the current attempt, holding its connection slot.
@@ -138,7 +140,7 @@ impl ProxyHttp for HttpProxy {
             respond::text(session, 503, respond::body_for(503)).await?;
             return Ok(true);
         }
-        let Some(slot) = service.load.try_acquire(service.spec.max_requests) else {
+        let Some(slot) = service.stats.try_acquire(service.spec.max_requests) else {
             respond::text(session, 503, respond::body_for(503)).await?;
             return Ok(true);
         };
@@ -157,6 +159,9 @@ impl ProxyHttp for HttpProxy {
             .service
             .clone()
             .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(503), "no service"))?;
+        if !ctx.tried.is_empty() {
+            service.stats.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         ctx.current = None;
         let pick = service
             .pick(&ctx.hash_key, &ctx.tried, Instant::now())
@@ -252,6 +257,10 @@ impl ProxyHttp for HttpProxy {
                 };
                 svc.record_outcome(now, outcome);
             }
+        }
+        match &ctx.service {
+            Some(svc) => svc.stats.http.get(&self.entrypoint).observe(status, now - ctx.start),
+            None => self.counters.unrouted.observe(status, now - ctx.start),
         }
         if !self.shared.access_log() {
             return;

@@ -3,6 +3,7 @@
 
 use crate::breaker::{Breaker, BreakerState};
 use crate::health::{Active, HealthCell};
+use crate::metrics::{HttpCounters, PerEntrypoint, TcpCounters};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -126,13 +127,19 @@ impl Drop for InFlight {
     }
 }
 
-/// A counter of requests in flight for a whole service, with its slot guard.
-#[derive(Debug, Default)]
-pub struct ServiceLoad {
+/// The counters of a whole service, carried across its rebuilds: requests in flight (with their
+/// slot guard) and what the metrics report.
+#[derive(Default)]
+pub struct ServiceStats {
     in_flight: AtomicU32,
+    pub retries: AtomicU64,
+    pub checks_ok: AtomicU64,
+    pub checks_failed: AtomicU64,
+    pub http: PerEntrypoint<HttpCounters>,
+    pub tcp: PerEntrypoint<TcpCounters>,
 }
 
-impl ServiceLoad {
+impl ServiceStats {
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
     }
@@ -147,8 +154,7 @@ impl ServiceLoad {
     }
 }
 
-#[derive(Debug)]
-pub struct ServiceSlot(Arc<ServiceLoad>);
+pub struct ServiceSlot(Arc<ServiceStats>);
 
 impl Drop for ServiceSlot {
     fn drop(&mut self) {

@@ -5,7 +5,7 @@ mod member;
 mod select;
 mod service;
 
-pub use member::{BackendState, InFlight, Member, ServiceLoad, ServiceSlot};
+pub use member::{BackendState, InFlight, Member, ServiceSlot, ServiceStats};
 pub use service::{Attempt, Pick, Service};
 
 use crate::desired::{Desired, HttpRoute, ServiceId, TcpRoute};

@@ -1,8 +1,8 @@
 //! A service in a snapshot: its spec, its members and its selector, and the rules of its strategy
-//! for which members may take traffic. Immutable once built; members, the load counter, the
+//! for which members may take traffic. Immutable once built; members, the stats, the
 //! service breaker and the fail-open flag carry over to the service's next version.
 
-use super::member::{BackendState, InFlight, Member, ServiceLoad};
+use super::member::{BackendState, InFlight, Member, ServiceStats};
 use super::select::Selector;
 use crate::breaker::{Admit, BreakerState, Outcome, ServiceBreaker, Transition};
 use crate::desired::{ServiceSpec, Strategy};
@@ -21,7 +21,7 @@ pub struct Service {
     pub draining: Vec<Arc<Member>>,
     weights: Vec<u32>,
     selector: Selector,
-    pub load: Arc<ServiceLoad>,
+    pub stats: Arc<ServiceStats>,
     /// The expression breaker, when the service has one.
     pub breaker: Option<Arc<ServiceBreaker>>,
     /// Under recreateOnQuorum: whether the service currently fails open (kept by the health loop
@@ -69,7 +69,7 @@ impl Service {
             .unwrap_or_default();
         let weights = spec.backends.iter().map(|b| b.weight).collect();
         let selector = Selector::build(&spec.balance, &spec.backends);
-        let load = previous.map(|p| p.load.clone()).unwrap_or_default();
+        let stats = previous.map(|p| p.stats.clone()).unwrap_or_default();
         let b = &spec.breaker;
         let breaker = b.expression.as_ref().map(
             |e| match previous.and_then(|p| p.breaker.clone().filter(|_| p.spec.breaker == *b)) {
@@ -89,7 +89,7 @@ impl Service {
             draining,
             weights,
             selector,
-            load,
+            stats,
             breaker,
             fail_open,
         }
