@@ -213,7 +213,21 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
         crate::health::HealthLoop { shared: shared.clone() },
     ));
 
+    if let Some(r) = &config.providers.rancher {
+        let tcp: Vec<String> = config
+            .entrypoints
+            .values()
+            .filter(|e| e.kind == EntrypointKind::Tcp)
+            .map(|e| e.name.clone())
+            .collect();
+        server.add_service(background_service(
+            "rancher provider",
+            crate::discovery::rancher::Rancher::new(r.clone(), tcp, shared.clone()),
+        ));
+    }
+
     let mut reload = None;
+
     if let Some(path) = config_path {
         let provider = FileProvider::new(path, shared.clone(), config);
         reload = Some(provider.trigger());

@@ -6,6 +6,7 @@ mod raw;
 mod validate;
 
 pub use duration::Dur;
+pub use validate::parse_strategy;
 
 use crate::desired::Desired;
 use std::collections::BTreeMap;
@@ -77,6 +78,24 @@ pub struct Entrypoint {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Providers {
     pub file: FileProvider,
+    pub rancher: Option<RancherProvider>,
+}
+
+/// `[providers.rancher]`: services from rancher-metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RancherProvider {
+    /// Default `http://rancher-metadata/2016-07-29`.
+    pub endpoint: String,
+    /// Default host `<service>.<stack>.<domain>`. Default `rancher.internal`.
+    pub domain: String,
+    /// HTTP entrypoints its routes use. Default: every http entrypoint.
+    pub entrypoints: Vec<String>,
+    /// Expose services without an enable label. Default false.
+    pub exposed_by_default: bool,
+    /// Also drop containers whose health_state is not healthy. Default false.
+    pub health_filter: bool,
+    /// maxWait of the version long-poll. Default 60 s.
+    pub long_poll: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -148,6 +148,18 @@ impl<'de> Deserialize<'de> for RawBackend {
 pub struct RawProviders {
     #[serde(default)]
     pub file: RawFileProvider,
+    pub rancher: Option<RawRancher>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRancher {
+    pub endpoint: Option<String>,
+    pub domain: Option<String>,
+    pub entrypoints: Option<Vec<String>>,
+    pub exposed_by_default: Option<bool>,
+    pub health_filter: Option<bool>,
+    pub long_poll: Option<Dur>,
 }
 
 #[derive(Debug, Default, Deserialize)]

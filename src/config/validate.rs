@@ -27,11 +27,13 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
     let entrypoints = entrypoints(&raw.entrypoints, &admin, &mut p);
     let services = services(&raw.services, &mut p);
     let (http_routes, tcp_routes) = routes(&raw.routes, &entrypoints, &raw.services, &mut p);
+    let rancher = raw.providers.rancher.as_ref().map(|r| rancher(r, &entrypoints, &mut p));
     let providers = Providers {
         file: FileProvider {
             watch: raw.providers.file.watch.unwrap_or(true),
             poll_interval: raw.providers.file.poll_interval.map(|d| d.0).unwrap_or(Duration::from_secs(1)),
         },
+        rancher,
     };
     if providers.file.poll_interval < Duration::from_millis(10) {
         p.add("providers.file.poll_interval", "must be at least 10ms");
@@ -230,6 +232,52 @@ fn services(raw: &BTreeMap<String, RawService>, p: &mut Problems) -> Vec<Service
         out.push(spec);
     }
     out
+}
+
+/// The http entrypoints a provider's routes use: the listed ones (each must be an http
+/// entrypoint), or every http entrypoint.
+fn provider_entrypoints(list: Option<&Vec<String>>, key: &str, eps: &BTreeMap<String, Entrypoint>, p: &mut Problems) -> Vec<String> {
+    match list {
+        Some(l) => {
+            for (i, n) in l.iter().enumerate() {
+                match eps.get(n) {
+                    Some(e) if e.kind == EntrypointKind::Http => {}
+                    Some(_) => p.add(format!("{key}[{i}]"), format!("{n:?} is not an http entrypoint")),
+                    None => p.add(format!("{key}[{i}]"), format!("no entrypoint {n:?} in [entrypoints]")),
+                }
+            }
+            l.clone()
+        }
+        None => eps
+            .values()
+            .filter(|e| e.kind == EntrypointKind::Http)
+            .map(|e| e.name.clone())
+            .collect(),
+    }
+}
+
+fn rancher(r: &RawRancher, eps: &BTreeMap<String, Entrypoint>, p: &mut Problems) -> RancherProvider {
+    let endpoint = r.endpoint.clone().unwrap_or_else(|| "http://rancher-metadata/2016-07-29".into());
+    let endpoint = endpoint.trim_end_matches('/').to_string();
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) || reqwest::Url::parse(&endpoint).is_err() {
+        p.add("providers.rancher.endpoint", format!("{endpoint:?} is not an http(s) URL"));
+    }
+    let long_poll = r.long_poll.map(|d| d.0).unwrap_or(Duration::from_secs(60));
+    if long_poll < Duration::from_secs(1) || long_poll > Duration::from_secs(600) {
+        p.add("providers.rancher.long_poll", "must be between 1s and 10m");
+    }
+    let domain = r.domain.clone().unwrap_or_else(|| "rancher.internal".into());
+    if HostMatch::parse(&domain).map(|h| !matches!(h, HostMatch::Exact(_))).unwrap_or(true) {
+        p.add("providers.rancher.domain", format!("{domain:?} is not a domain name"));
+    }
+    RancherProvider {
+        endpoint,
+        domain,
+        entrypoints: provider_entrypoints(r.entrypoints.as_ref(), "providers.rancher.entrypoints", eps, p),
+        exposed_by_default: r.exposed_by_default.unwrap_or(false),
+        health_filter: r.health_filter.unwrap_or(false),
+        long_poll,
+    }
 }
 
 /// A strategy by Rancher's name.

@@ -2,3 +2,4 @@
 //! it publishes and replaces them whole on every update.
 
 pub mod file;
+pub mod rancher;

@@ -1,6 +1,8 @@
 //! Test helpers: real backends on 127.0.0.1:0 and a real lariat started in-process.
 #![allow(dead_code)]
 
+pub mod rancher;
+
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
