@@ -1,6 +1,7 @@
 //! The file provider: the routes and services of `lariat.toml`, reloaded when the file changes
-//! (polled, so replaced files and ConfigMap symlink swaps are seen) or on SIGHUP. An invalid file
-//! is refused with its problems logged and the running config stays.
+//! (polled, so replaced files and ConfigMap symlink swaps are seen; a change is read once it has
+//! stayed put for a poll interval) or on SIGHUP. An invalid file is refused with its problems
+//! logged and the running config stays.
 
 use crate::config::Config;
 use crate::state::Shared;
@@ -111,6 +112,7 @@ impl BackgroundService for FileProvider {
             (c.providers.file.watch, c.providers.file.poll_interval)
         };
         let mut last = stamp(&self.path);
+        let mut pending: Option<Stamp> = None;
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -126,17 +128,26 @@ impl BackgroundService for FileProvider {
                 _ = hangup => {
                     log::info!("SIGHUP: reloading {}", self.path.display());
                     last = stamp(&self.path);
+                    pending = None;
                     self.try_reload();
                 }
                 _ = self.trigger.notified() => {
                     last = stamp(&self.path);
+                    pending = None;
                     self.try_reload();
                 }
                 _ = tick.tick(), if watch => {
+                    // A change is read once it has stayed the same for a whole poll interval:
+                    // a file caught in the middle of being written (even empty) is never applied.
                     let now = stamp(&self.path);
                     if now.is_some() && now != last {
-                        last = now;
-                        self.try_reload();
+                        if pending == now {
+                            last = now;
+                            pending = None;
+                            self.try_reload();
+                        } else {
+                            pending = now;
+                        }
                     }
                 }
             }
