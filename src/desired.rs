@@ -329,6 +329,8 @@ pub struct HttpRoute {
     pub entrypoints: Vec<String>,
     pub host: HostMatch,
     pub path_prefix: String,
+    /// The path must equal `path_prefix` (Kubernetes `pathType: Exact`).
+    pub exact: bool,
     pub service: ServiceId,
 }
 

@@ -7,11 +7,13 @@ use std::process::ExitCode;
 const USAGE: &str = "usage:
   lariat [-c|--config PATH]      run; PATH defaults to $LARIAT_CONFIG, then conf/lariat.toml
   lariat check [-c PATH]         validate a config, print what it would serve, exit 0 (ok) or 1
+  lariat healthcheck [-c PATH]   ask the running lariat's admin /healthz; exit 0 (ok) or 1 (for exec probes)
   lariat --upgrade [-c PATH]     take over the listening sockets of a running lariat
   lariat --version";
 
 struct Args {
     check: bool,
+    healthcheck: bool,
     upgrade: bool,
     config: Option<PathBuf>,
 }
@@ -19,12 +21,14 @@ struct Args {
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut out = Args {
         check: false,
+        healthcheck: false,
         upgrade: false,
         config: None,
     };
     while let Some(a) = args.next() {
         match a.as_str() {
             "check" => out.check = true,
+            "healthcheck" => out.healthcheck = true,
             "--upgrade" | "-u" => out.upgrade = true,
             "-c" | "--config" => out.config = Some(args.next().ok_or("-c needs a path")?.into()),
             s if s.starts_with("--config=") => out.config = Some(s["--config=".len()..].into()),
@@ -62,6 +66,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if args.healthcheck {
+        return healthcheck(&config);
+    }
     if args.check {
         println!("{}: ok\n{}", path.display(), config.summary());
         return ExitCode::SUCCESS;
@@ -81,6 +88,42 @@ fn main() -> ExitCode {
         Err(e) => {
             log::error!("{e}");
             eprintln!("lariat: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// GET /healthz on the admin listener of the config, with a 2 s timeout: for container probes
+/// when the admin listener is on loopback, where the kubelet cannot reach it.
+fn healthcheck(config: &Config) -> ExitCode {
+    use std::io::{Read, Write};
+    let addr = config.admin.listen;
+    let ask = || -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
+        write!(s, "GET /healthz HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+        // The status line is all that matters; no need to wait for the connection to close.
+        let mut out = Vec::new();
+        let mut buf = [0u8; 512];
+        while !out.contains(&b'\n') && out.len() < 4096 {
+            match s.read(&mut buf)? {
+                0 => break,
+                n => out.extend_from_slice(&buf[..n]),
+            }
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    };
+    match ask() {
+        Ok(r) if r.starts_with("HTTP/1.0 200") || r.starts_with("HTTP/1.1 200") => {
+            println!("ok");
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            eprintln!("lariat healthcheck: {}", r.lines().next().unwrap_or("empty answer"));
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("lariat healthcheck: http://{addr}/healthz: {e}");
             ExitCode::from(1)
         }
     }

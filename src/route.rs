@@ -18,21 +18,25 @@ pub struct Target {
 
 #[derive(Default, Clone)]
 struct PathTable {
-    /// Longest prefix first.
-    entries: Vec<(String, Target)>,
+    /// (path, exact, target): longest path first, an exact path before a prefix of its length.
+    entries: Vec<(String, bool, Target)>,
 }
 
 impl PathTable {
-    fn insert(&mut self, prefix: &str, target: Target) {
-        if self.entries.iter().any(|(p, _)| p == prefix) {
-            return; // first route for a host and prefix wins
+    fn insert(&mut self, path: &str, exact: bool, target: Target) {
+        if self.entries.iter().any(|(p, e, _)| p == path && *e == exact) {
+            return; // first route for a host and path wins
         }
-        self.entries.push((prefix.to_string(), target));
-        self.entries.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        self.entries.push((path.to_string(), exact, target));
+        self.entries
+            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(b.1.cmp(&a.1)).then_with(|| a.0.cmp(&b.0)));
     }
 
     fn lookup(&self, path: &str) -> Option<&Target> {
-        self.entries.iter().find(|(p, _)| path.starts_with(p.as_str())).map(|(_, t)| t)
+        self.entries
+            .iter()
+            .find(|(p, exact, _)| if *exact { path == p } else { path.starts_with(p.as_str()) })
+            .map(|(_, _, t)| t)
     }
 }
 
@@ -48,12 +52,20 @@ impl RouteTable {
         let target = Target {
             id: route.service.clone(),
             service,
-            name: format!("{}{}", route.host, route.path_prefix).into(),
+            name: format!("{}{}{}", route.host, route.path_prefix, if route.exact { " (exact)" } else { "" }).into(),
         };
         match &route.host {
-            HostMatch::Exact(h) => self.exact.entry(h.clone()).or_default().insert(&route.path_prefix, target),
-            HostMatch::Wildcard(s) => self.wildcard.entry(s.clone()).or_default().insert(&route.path_prefix, target),
-            HostMatch::Any => self.any.insert(&route.path_prefix, target),
+            HostMatch::Exact(h) => self
+                .exact
+                .entry(h.clone())
+                .or_default()
+                .insert(&route.path_prefix, route.exact, target),
+            HostMatch::Wildcard(s) => self
+                .wildcard
+                .entry(s.clone())
+                .or_default()
+                .insert(&route.path_prefix, route.exact, target),
+            HostMatch::Any => self.any.insert(&route.path_prefix, route.exact, target),
         }
     }
 
@@ -107,6 +119,7 @@ mod tests {
                 entrypoints: vec!["web".into()],
                 host: HostMatch::parse(host).unwrap(),
                 path_prefix: prefix.to_string(),
+                exact: false,
                 service: ServiceId(svc.to_string()),
             };
             t.add(&r, None);
@@ -144,6 +157,22 @@ mod tests {
         let t = table(&[("a.com", "/api", "api")]);
         assert_eq!(hit(&t, "a.com", "/"), None);
         assert_eq!(hit(&t, "b.com", "/api"), None);
+    }
+
+    #[test]
+    fn exact_paths() {
+        let mut t = table(&[("a.com", "/api/", "prefix")]);
+        let r = HttpRoute {
+            entrypoints: vec!["web".into()],
+            host: HostMatch::parse("a.com").unwrap(),
+            path_prefix: "/api".into(),
+            exact: true,
+            service: ServiceId("exact".into()),
+        };
+        t.add(&r, None);
+        assert_eq!(hit(&t, "a.com", "/api").as_deref(), Some("exact"));
+        assert_eq!(hit(&t, "a.com", "/api/x").as_deref(), Some("prefix"));
+        assert_eq!(hit(&t, "a.com", "/apix"), None, "an exact path is not a prefix");
     }
 
     #[test]

@@ -226,6 +226,21 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
         ));
     }
 
+    if let Some(k) = &config.providers.kubernetes {
+        let tcp: Vec<String> = config
+            .entrypoints
+            .values()
+            .filter(|e| e.kind == EntrypointKind::Tcp)
+            .map(|e| e.name.clone())
+            .collect();
+        let provider = crate::discovery::kubernetes::Kubernetes {
+            cfg: k.clone(),
+            tcp_entrypoints: tcp,
+            shared: shared.clone(),
+        };
+        server.add_service(background_service("kubernetes provider", provider));
+    }
+
     let mut reload = None;
 
     if let Some(path) = config_path {

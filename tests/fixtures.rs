@@ -27,6 +27,21 @@ fn valid_fixtures_load() {
     }
 }
 
+/// The lariat.toml embedded in the Kubernetes ConfigMap is a valid config too.
+#[test]
+fn kubernetes_configmap_config_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/kubernetes/30-configmap.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let start = text.find("lariat.toml: |\n").expect("no lariat.toml in the ConfigMap") + "lariat.toml: |\n".len();
+    let toml: String = text[start..]
+        .lines()
+        .take_while(|l| l.starts_with("    ") || l.is_empty())
+        .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+        .collect();
+    let c = Config::parse(&toml).unwrap_or_else(|e| panic!("ConfigMap lariat.toml refused:\n{e}\n{toml}"));
+    assert!(c.providers.kubernetes.is_some());
+}
+
 #[test]
 fn invalid_fixtures_are_refused_naming_the_key() {
     for f in files("invalid") {

@@ -164,8 +164,12 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
 async fn sigint_drains_too() {
     let b = http_backend("a").await;
     let l = write_conf(&b, "1s");
+    let hc = || Command::new(BIN).arg("healthcheck").arg("-c").arg(&l.path).output().unwrap();
+    assert_eq!(hc().status.code(), Some(1), "healthcheck succeeded with no lariat running");
     let mut p = spawn(&l, &[]);
     wait_serving(&l).await;
+    let out = hc();
+    assert!(out.status.success(), "healthcheck: {}", String::from_utf8_lossy(&out.stderr));
     signal(&p, "INT");
     assert_eq!(
         tokio::task::spawn_blocking(move || wait_exit(&mut p, Duration::from_secs(15)))

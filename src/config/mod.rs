@@ -79,6 +79,21 @@ pub struct Entrypoint {
 pub struct Providers {
     pub file: FileProvider,
     pub rancher: Option<RancherProvider>,
+    pub kubernetes: Option<KubernetesProvider>,
+}
+
+/// `[providers.kubernetes]`: Ingresses, Services and EndpointSlices from the Kubernetes API.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KubernetesProvider {
+    /// Ingresses of this class (spec.ingressClassName or the kubernetes.io/ingress.class
+    /// annotation). Default "lariat".
+    pub ingress_class: String,
+    /// Namespaces to watch; empty: all.
+    pub namespaces: Vec<String>,
+    /// HTTP entrypoints its routes use. Default: every http entrypoint.
+    pub entrypoints: Vec<String>,
+    /// A kubeconfig file to use instead of the in-cluster service account or $KUBECONFIG.
+    pub kubeconfig: Option<String>,
 }
 
 /// `[providers.rancher]`: services from rancher-metadata.

@@ -149,6 +149,16 @@ pub struct RawProviders {
     #[serde(default)]
     pub file: RawFileProvider,
     pub rancher: Option<RawRancher>,
+    pub kubernetes: Option<RawKubernetes>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKubernetes {
+    pub ingress_class: Option<String>,
+    pub namespaces: Option<Vec<String>>,
+    pub entrypoints: Option<Vec<String>>,
+    pub kubeconfig: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -28,12 +28,14 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
     let services = services(&raw.services, &mut p);
     let (http_routes, tcp_routes) = routes(&raw.routes, &entrypoints, &raw.services, &mut p);
     let rancher = raw.providers.rancher.as_ref().map(|r| rancher(r, &entrypoints, &mut p));
+    let kubernetes = raw.providers.kubernetes.as_ref().map(|k| kubernetes(k, &entrypoints, &mut p));
     let providers = Providers {
         file: FileProvider {
             watch: raw.providers.file.watch.unwrap_or(true),
             poll_interval: raw.providers.file.poll_interval.map(|d| d.0).unwrap_or(Duration::from_secs(1)),
         },
         rancher,
+        kubernetes,
     };
     if providers.file.poll_interval < Duration::from_millis(10) {
         p.add("providers.file.poll_interval", "must be at least 10ms");
@@ -280,6 +282,37 @@ fn rancher(r: &RawRancher, eps: &BTreeMap<String, Entrypoint>, p: &mut Problems)
     }
 }
 
+fn kubernetes(k: &RawKubernetes, eps: &BTreeMap<String, Entrypoint>, p: &mut Problems) -> KubernetesProvider {
+    let ingress_class = k.ingress_class.clone().unwrap_or_else(|| "lariat".into());
+    let dns_label = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 253
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    };
+    if !dns_label(&ingress_class) {
+        p.add(
+            "providers.kubernetes.ingress_class",
+            format!("{ingress_class:?} is not a Kubernetes name"),
+        );
+    }
+    let namespaces = k.namespaces.clone().unwrap_or_default();
+    for (i, n) in namespaces.iter().enumerate() {
+        if !dns_label(n) || n.contains('.') {
+            p.add(
+                format!("providers.kubernetes.namespaces[{i}]"),
+                format!("{n:?} is not a namespace name"),
+            );
+        }
+    }
+    KubernetesProvider {
+        ingress_class,
+        namespaces,
+        entrypoints: provider_entrypoints(k.entrypoints.as_ref(), "providers.kubernetes.entrypoints", eps, p),
+        kubeconfig: k.kubeconfig.clone(),
+    }
+}
+
 /// A strategy by Rancher's name.
 pub fn parse_strategy(name: &str, quorum: Option<u32>) -> Result<Strategy, String> {
     match name {
@@ -476,6 +509,7 @@ fn routes(
             entrypoints: names,
             host,
             path_prefix,
+            exact: false,
             service,
         });
     }

@@ -2,4 +2,5 @@
 //! it publishes and replaces them whole on every update.
 
 pub mod file;
+pub mod kubernetes;
 pub mod rancher;

@@ -140,6 +140,7 @@ mod tests {
                 entrypoints: vec!["web".into()],
                 host: HostMatch::Exact(format!("{}.test", s.id.0.trim_end_matches("@file"))),
                 path_prefix: "/".into(),
+                exact: false,
                 service: s.id.clone(),
             })
             .collect();

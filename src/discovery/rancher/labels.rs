@@ -315,6 +315,7 @@ pub fn desired(
                 entrypoints: cfg.entrypoints.clone(),
                 host,
                 path_prefix: prefix.clone(),
+                exact: false,
                 service: id.clone(),
             });
         }
