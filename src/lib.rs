@@ -8,6 +8,7 @@ pub mod proxy;
 pub mod route;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod upstream;
 
 pub use config::Config;

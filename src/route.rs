@@ -98,7 +98,8 @@ impl RouteTable {
     }
 }
 
-fn strip_port(host: &str) -> &str {
+/// A Host header without its port (`[v6]` stays bracketed).
+pub fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host.split_once(']').map(|(h, _)| &host[..h.len() + 1]).unwrap_or(host);
     }

@@ -111,6 +111,8 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("tls: {0}")]
+    Tls(crate::tls::cert::CertError),
 }
 
 /// Fail early, naming the key, when a listener's address cannot be bound (in use, not local).
@@ -160,30 +162,62 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
     let conf = server.configuration.clone();
     let shared = Arc::new(Shared::new(config.server.access_log));
     shared.registry.apply("file", config.desired.clone());
+    shared.certs.replace(crate::tls::load_table(&config.tls).map_err(StartError::Tls)?);
+    let tls_config = crate::tls::server_config(shared.certs.clone(), config.tls.min_version);
 
     for ep in config.entrypoints.values() {
         let name: Arc<str> = ep.name.as_str().into();
         let counters = shared.entrypoints.get(&name);
         let addr = ep.listen.to_string();
+        let linger = linger(config.server.grace_period);
         match ep.kind {
-            EntrypointKind::Http => {
+            EntrypointKind::Http | EntrypointKind::Https => {
                 let mut opts = HttpServerOptions::default();
                 opts.h2c = ep.h2c;
+                let tls = ep.kind == EntrypointKind::Https;
+                let redirect_port = ep
+                    .redirect_https
+                    .as_ref()
+                    .and_then(|t| config.entrypoints.get(t))
+                    .map(|t| t.listen.port());
                 let app = HttpProxy {
-                    entrypoint: name,
+                    entrypoint: name.clone(),
                     shared: shared.clone(),
                     counters: counters.clone(),
+                    tls,
+                    redirect_port,
                 };
                 let mut proxy = pingora_proxy::http_proxy(&conf, app);
                 proxy.server_options = Some(opts);
-                let graceful = Graceful {
-                    inner: Arc::new(proxy),
-                    linger: linger(config.server.grace_period),
-                    counters,
-                };
-                let mut svc = Service::new(format!("entrypoint {}", ep.name), graceful);
-                svc.add_tcp(&addr);
-                server.add_service(svc);
+                if tls {
+                    let front = crate::proxy::tls::TlsFront {
+                        acceptor: pingora_core::listeners::tls::Acceptor::from_server_config(tls_config.clone()),
+                        inner: Arc::new(proxy),
+                        counters: counters.clone(),
+                        entrypoint: name,
+                    };
+                    let mut svc = Service::new(
+                        format!("entrypoint {}", ep.name),
+                        Graceful {
+                            inner: Arc::new(front),
+                            linger,
+                            counters,
+                        },
+                    );
+                    svc.add_tcp(&addr);
+                    server.add_service(svc);
+                } else {
+                    let mut svc = Service::new(
+                        format!("entrypoint {}", ep.name),
+                        Graceful {
+                            inner: Arc::new(proxy),
+                            linger,
+                            counters,
+                        },
+                    );
+                    svc.add_tcp(&addr);
+                    server.add_service(svc);
+                }
             }
             EntrypointKind::Tcp => {
                 let app = TcpProxy {
@@ -239,6 +273,14 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
             shared: shared.clone(),
         };
         server.add_service(background_service("kubernetes provider", provider));
+    }
+
+    if !config.tls.certificates.is_empty() || config.tls.default_certificate.is_some() {
+        let watcher = crate::tls::CertWatcher {
+            settings: config.tls.clone(),
+            store: shared.certs.clone(),
+        };
+        server.add_service(background_service("certificates", watcher));
     }
 
     let mut reload = None;

@@ -22,6 +22,8 @@ pub struct ProviderStatus {
 
 pub struct Shared {
     pub registry: Registry,
+    /// The certificates of every https entrypoint.
+    pub certs: std::sync::Arc<crate::tls::CertStore>,
     pub entrypoints: PerEntrypoint<EntrypointCounters>,
     pub started: SystemTime,
     access_log: AtomicBool,
@@ -40,6 +42,7 @@ impl Shared {
     pub fn new(access_log: bool) -> Shared {
         Shared {
             registry: Registry::default(),
+            certs: Default::default(),
             entrypoints: PerEntrypoint::default(),
             started: SystemTime::now(),
             access_log: AtomicBool::new(access_log),

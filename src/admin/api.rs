@@ -176,6 +176,24 @@ pub fn providers(shared: &Shared) -> Value {
         .collect::<Vec<_>>())
 }
 
+pub fn certificates(shared: &Shared) -> Value {
+    json!(shared
+        .certs
+        .table()
+        .all
+        .iter()
+        .map(|(c, default)| json!({
+            "names": c.names,
+            "source": c.source.name(),
+            "not_before": rfc3339(c.not_before),
+            "not_after": rfc3339(c.not_after),
+            "expired": c.expired(),
+            "default": default,
+            "origin": c.origin,
+        }))
+        .collect::<Vec<_>>())
+}
+
 pub fn overview(shared: &Shared, eps: &[Entrypoint]) -> Value {
     let snap = shared.registry.snapshot();
     let now = Instant::now();

@@ -143,6 +143,7 @@ impl ServeHttp for Admin {
             "/api/routes" => json(api::routes(&self.shared)),
             "/api/services" | "/api/services/" => json(api::services(&self.shared)),
             "/api/providers" => json(api::providers(&self.shared)),
+            "/api/certificates" => json(api::certificates(&self.shared)),
             p if p.starts_with("/api/services/") => {
                 let id = percent_decode(&p["/api/services/".len()..]);
                 match api::service(&self.shared, &id) {

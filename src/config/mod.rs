@@ -25,6 +25,7 @@ pub struct Config {
     /// Routes and services of the file provider (`@file`).
     pub desired: Desired,
     pub providers: Providers,
+    pub tls: TlsSettings,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -54,6 +55,8 @@ pub struct AdminSettings {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EntrypointKind {
     Http,
+    /// Terminates TLS, then routes like http.
+    Https,
     Tcp,
 }
 
@@ -61,9 +64,39 @@ impl EntrypointKind {
     pub fn name(self) -> &'static str {
         match self {
             EntrypointKind::Http => "http",
+            EntrypointKind::Https => "https",
             EntrypointKind::Tcp => "tcp",
         }
     }
+
+    /// Takes HTTP routes (http and https).
+    pub fn is_http(self) -> bool {
+        matches!(self, EntrypointKind::Http | EntrypointKind::Https)
+    }
+}
+
+/// TLS versions lariat may negotiate from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsVersion {
+    V12,
+    V13,
+}
+
+/// A certificate chain and its key, as files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `[tls]`: the certificates of every https entrypoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// Default 1.2.
+    pub min_version: TlsVersion,
+    /// Served when no certificate matches the SNI; none: such handshakes are refused.
+    pub default_certificate: Option<CertFiles>,
+    pub certificates: Vec<CertFiles>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +106,8 @@ pub struct Entrypoint {
     pub kind: EntrypointKind,
     /// HTTP/2 without TLS (prior knowledge) besides HTTP/1.x. Default true on http entrypoints.
     pub h2c: bool,
+    /// http entrypoints: answer 308 to https on this https entrypoint.
+    pub redirect_https: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -22,6 +22,24 @@ pub struct RawConfig {
     pub services: BTreeMap<String, RawService>,
     #[serde(default)]
     pub providers: RawProviders,
+    #[serde(default)]
+    pub tls: RawTls,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub min_version: Option<String>,
+    pub default_certificate: Option<RawCertFiles>,
+    #[serde(default)]
+    pub certificates: Vec<RawCertFiles>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertFiles {
+    pub cert: String,
+    pub key: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -49,6 +67,7 @@ pub struct RawEntrypoint {
     pub listen: String,
     pub kind: String,
     pub h2c: Option<bool>,
+    pub redirect_https: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -37,6 +37,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         rancher,
         kubernetes,
     };
+    let tls = tls(&raw.tls, &entrypoints, &mut p);
     if providers.file.poll_interval < Duration::from_millis(10) {
         p.add("providers.file.poll_interval", "must be at least 10ms");
     }
@@ -53,6 +54,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             services,
         },
         providers,
+        tls,
     })
 }
 
@@ -119,29 +121,44 @@ fn entrypoints(raw: &BTreeMap<String, RawEntrypoint>, admin: &AdminSettings, p: 
         let key = format!("entrypoints.{name}");
         let kind = match ep.kind.as_str() {
             "http" => Some(EntrypointKind::Http),
+            "https" => Some(EntrypointKind::Https),
             "tcp" => Some(EntrypointKind::Tcp),
             other => {
-                p.add(format!("{key}.kind"), format!("{other:?} is not one of http, tcp"));
+                p.add(format!("{key}.kind"), format!("{other:?} is not one of http, https, tcp"));
                 None
             }
         };
+        if let Some(target) = &ep.redirect_https {
+            match raw.get(target) {
+                _ if kind != Some(EntrypointKind::Http) => {
+                    p.add(format!("{key}.redirect_https"), "only http entrypoints redirect to https")
+                }
+                Some(t) if t.kind == "https" => {}
+                _ => p.add(format!("{key}.redirect_https"), format!("{target:?} is not an https entrypoint")),
+            }
+        }
         let listen = parse_addr(&ep.listen, &format!("{key}.listen"), p);
         if let Some(addr) = listen {
             if let Some(prev) = seen.insert(addr, format!("{key}.listen")) {
                 p.add(format!("{key}.listen"), format!("{addr} is already used by {prev}"));
             }
         }
-        if ep.h2c.is_some() && kind == Some(EntrypointKind::Tcp) {
-            p.add(format!("{key}.h2c"), "only http entrypoints speak h2c");
+        if ep.h2c.is_some() && kind != Some(EntrypointKind::Http) {
+            p.add(
+                format!("{key}.h2c"),
+                "only http entrypoints speak h2c (https negotiates h2 by ALPN)",
+            );
         }
         if let (Some(kind), Some(listen)) = (kind, listen) {
+            let h2c = kind == EntrypointKind::Http && ep.h2c.unwrap_or(true);
             out.insert(
                 name.clone(),
                 Entrypoint {
                     name: name.clone(),
                     listen,
                     kind,
-                    h2c: ep.h2c.unwrap_or(true),
+                    h2c,
+                    redirect_https: ep.redirect_https.clone(),
                 },
             );
         }
@@ -243,18 +260,14 @@ fn provider_entrypoints(list: Option<&Vec<String>>, key: &str, eps: &BTreeMap<St
         Some(l) => {
             for (i, n) in l.iter().enumerate() {
                 match eps.get(n) {
-                    Some(e) if e.kind == EntrypointKind::Http => {}
+                    Some(e) if e.kind.is_http() => {}
                     Some(_) => p.add(format!("{key}[{i}]"), format!("{n:?} is not an http entrypoint")),
                     None => p.add(format!("{key}[{i}]"), format!("no entrypoint {n:?} in [entrypoints]")),
                 }
             }
             l.clone()
         }
-        None => eps
-            .values()
-            .filter(|e| e.kind == EntrypointKind::Http)
-            .map(|e| e.name.clone())
-            .collect(),
+        None => eps.values().filter(|e| e.kind.is_http()).map(|e| e.name.clone()).collect(),
     }
 }
 
@@ -310,6 +323,43 @@ fn kubernetes(k: &RawKubernetes, eps: &BTreeMap<String, Entrypoint>, p: &mut Pro
         namespaces,
         entrypoints: provider_entrypoints(k.entrypoints.as_ref(), "providers.kubernetes.entrypoints", eps, p),
         kubeconfig: k.kubeconfig.clone(),
+    }
+}
+
+fn tls(raw: &RawTls, eps: &BTreeMap<String, Entrypoint>, p: &mut Problems) -> TlsSettings {
+    let min_version = match raw.min_version.as_deref().unwrap_or("1.2") {
+        "1.2" => TlsVersion::V12,
+        "1.3" => TlsVersion::V13,
+        other => {
+            p.add("tls.min_version", format!("{other:?} is not one of 1.2, 1.3"));
+            TlsVersion::V12
+        }
+    };
+    // Every certificate must load now: a bad file is refused here, with its name.
+    let mut check = |f: &RawCertFiles, key: String| -> CertFiles {
+        let files = CertFiles {
+            cert: f.cert.clone().into(),
+            key: f.key.clone().into(),
+        };
+        match crate::tls::cert::load(&files.cert, &files.key) {
+            Ok(c) if c.expired() => log::warn!("{key}: {} expired; it is served anyway", files.cert.display()),
+            Ok(_) => {}
+            Err(e) => p.add(key, e.to_string()),
+        }
+        files
+    };
+    let default_certificate = raw.default_certificate.as_ref().map(|f| check(f, "tls.default_certificate".into()));
+    let certificates = raw
+        .certificates
+        .iter()
+        .enumerate()
+        .map(|(i, f)| check(f, format!("tls.certificates[{i}]")))
+        .collect();
+    let _ = eps;
+    TlsSettings {
+        min_version,
+        default_certificate,
+        certificates,
     }
 }
 
@@ -448,17 +498,13 @@ fn routes(
                 continue;
             }
             Some(list) => list.clone(),
-            None => eps
-                .values()
-                .filter(|e| e.kind == EntrypointKind::Http)
-                .map(|e| e.name.clone())
-                .collect(),
+            None => eps.values().filter(|e| e.kind.is_http()).map(|e| e.name.clone()).collect(),
         };
         let mut kinds = BTreeSet::new();
         for (j, n) in names.iter().enumerate() {
             match eps.get(n) {
                 Some(ep) => {
-                    kinds.insert(ep.kind.name());
+                    kinds.insert(if ep.kind.is_http() { "http" } else { "tcp" });
                 }
                 None => p.add(format!("{key}.entrypoints[{j}]"), format!("no entrypoint {n:?} in [entrypoints]")),
             }

@@ -119,6 +119,9 @@ pub struct EntrypointCounters {
     pub open: AtomicI64,
     /// Requests that matched no route or no existing service.
     pub unrouted: HttpCounters,
+    /// TLS handshakes (https entrypoints), by result.
+    pub tls_ok: AtomicU64,
+    pub tls_error: AtomicU64,
 }
 
 /// Counts an open connection while alive.

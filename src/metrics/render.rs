@@ -1,7 +1,7 @@
 //! The Prometheus text format (version 0.0.4) of everything lariat counts.
 
 use super::*;
-use crate::config::{Entrypoint, EntrypointKind};
+use crate::config::Entrypoint;
 use crate::state::Shared;
 use crate::upstream::BackendState;
 use std::collections::BTreeMap;
@@ -88,19 +88,35 @@ pub fn render(shared: &Shared, entrypoints: &[Entrypoint]) -> String {
     let now = Instant::now();
     for ep in entrypoints {
         let c = shared.entrypoints.get(&ep.name.as_str().into());
-        let protocol = match ep.kind {
-            EntrypointKind::Http => "http",
-            EntrypointKind::Tcp => "tcp",
-        };
+        let protocol = ep.kind.name();
         out.add(
             OPEN_CONNECTIONS,
             "",
             &[("entrypoint", &ep.name), ("protocol", protocol)],
             c.open.load(Relaxed).max(0),
         );
-        if ep.kind == EntrypointKind::Http {
+        if ep.kind.is_http() {
             http(&mut out, &ep.name, "none", &c.unrouted);
         }
+        if ep.kind == crate::config::EntrypointKind::Https {
+            out.add(
+                TLS_HANDSHAKES,
+                "",
+                &[("entrypoint", &ep.name), ("result", "ok")],
+                c.tls_ok.load(Relaxed),
+            );
+            out.add(
+                TLS_HANDSHAKES,
+                "",
+                &[("entrypoint", &ep.name), ("result", "error")],
+                c.tls_error.load(Relaxed),
+            );
+        }
+    }
+    for (cert, _) in &shared.certs.table().all {
+        let first = cert.names.first().map(|s| s.as_str()).unwrap_or("");
+        let secs = cert.not_after.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        out.add(TLS_NOT_AFTER, "", &[("certificate", first), ("source", cert.source.name())], secs);
     }
     let snap = shared.registry.snapshot();
     for svc in snap.services.values() {

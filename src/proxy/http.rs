@@ -23,6 +23,21 @@ pub struct HttpProxy {
     pub shared: Arc<Shared>,
     /// This entrypoint's own counters.
     pub counters: Arc<crate::metrics::EntrypointCounters>,
+    /// Requests arrive over TLS (an https entrypoint).
+    pub tls: bool,
+    /// Redirect every request to https on this port (ACME HTTP-01 paths excepted).
+    pub redirect_port: Option<u16>,
+}
+
+/// `https://host[:port]/path?query` for a request.
+fn https_location(req: &RequestHeader, port: u16) -> String {
+    let host = crate::route::strip_port(request_host(req));
+    let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    if port == 443 {
+        format!("https://{host}{pq}")
+    } else {
+        format!("https://{host}:{port}{pq}")
+    }
 }
 
 /// The backend of the current attempt, holding its connection slot.
@@ -119,6 +134,14 @@ impl ProxyHttp for HttpProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.start = Instant::now();
         ctx.client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        if let Some(port) = self.redirect_port {
+            let req = session.req_header();
+            if !req.uri.path().starts_with("/.well-known/acme-challenge/") && !request_host(req).is_empty() {
+                let location = https_location(req, port);
+                respond::redirect(session, &location).await?;
+                return Ok(true);
+            }
+        }
         let snap = self.shared.registry.snapshot();
         let req = session.req_header();
         let target = snap
@@ -205,7 +228,7 @@ impl ProxyHttp for HttpProxy {
             req.insert_header("x-forwarded-for", &ip)?;
             req.insert_header("x-real-ip", &ip)?;
         }
-        req.insert_header("x-forwarded-proto", "http")?;
+        req.insert_header("x-forwarded-proto", if self.tls { "https" } else { "http" })?;
         if !host.is_empty() {
             req.insert_header("x-forwarded-host", &host)?;
         }

@@ -3,5 +3,6 @@
 pub mod http;
 mod respond;
 pub mod tcp;
+pub mod tls;
 
 pub use respond::body_for;

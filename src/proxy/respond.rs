@@ -22,6 +22,15 @@ pub async fn text(session: &mut Session, status: u16, body: &'static str) -> pin
     Ok(())
 }
 
+/// Answer 308 to `location`.
+pub async fn redirect(session: &mut Session, location: &str) -> pingora_core::Result<()> {
+    let mut resp = ResponseHeader::build(308, Some(4))?;
+    resp.insert_header("location", location)?;
+    resp.insert_header("content-length", "0")?;
+    session.write_response_header(Box::new(resp), true).await?;
+    Ok(())
+}
+
 /// The body lariat sends with a status it generates.
 pub fn body_for(status: u16) -> &'static str {
     match status {

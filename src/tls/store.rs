@@ -1,0 +1,84 @@
+//! The process's one certificate table — exact name, then `*.parent`, then the default — behind a
+//! rustls `ResolvesServerCert` that reads an ArcSwap, so a replaced certificate reaches the next
+//! handshake with no restart. No match and no default: the handshake is refused.
+
+use super::cert::Loaded;
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Default)]
+pub struct Table {
+    exact: HashMap<String, Arc<Loaded>>,
+    wildcard: HashMap<String, Arc<Loaded>>,
+    default: Option<Arc<Loaded>>,
+    /// Every certificate, in load order, for the admin API and metrics.
+    pub all: Vec<(Arc<Loaded>, bool)>,
+}
+
+impl Table {
+    /// A table from certificates; the first to claim a name keeps it.
+    pub fn new(certs: Vec<Loaded>, default: Option<Loaded>) -> Table {
+        let mut t = Table::default();
+        for c in certs {
+            let c = Arc::new(c);
+            for n in &c.names {
+                match n.strip_prefix("*.") {
+                    Some(parent) => t.wildcard.entry(parent.to_string()).or_insert_with(|| c.clone()),
+                    None => t.exact.entry(n.clone()).or_insert_with(|| c.clone()),
+                };
+            }
+            t.all.push((c, false));
+        }
+        if let Some(d) = default {
+            let d = Arc::new(d);
+            t.all.push((d.clone(), true));
+            t.default = Some(d);
+        }
+        t
+    }
+
+    pub fn lookup(&self, sni: Option<&str>) -> Option<&Arc<Loaded>> {
+        if let Some(name) = sni {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            if let Some(c) = self.exact.get(&name) {
+                return Some(c);
+            }
+            if let Some((_, parent)) = name.split_once('.') {
+                if let Some(c) = self.wildcard.get(parent) {
+                    return Some(c);
+                }
+            }
+        }
+        self.default.as_ref()
+    }
+}
+
+#[derive(Default)]
+pub struct CertStore {
+    table: ArcSwap<Table>,
+}
+
+impl std::fmt::Debug for CertStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CertStore({} certificates)", self.table.load().all.len())
+    }
+}
+
+impl CertStore {
+    pub fn replace(&self, t: Table) {
+        self.table.store(Arc::new(t));
+    }
+
+    pub fn table(&self) -> Arc<Table> {
+        self.table.load_full()
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.table.load().lookup(hello.server_name()).map(|c| c.key.clone())
+    }
+}

@@ -1,0 +1,312 @@
+//! TLS termination through the real server: the certificate per SNI (exact, wildcard, default),
+//! a refused handshake without either, ALPN h2 and HTTP/1.1, a certificate replaced under load,
+//! a bad key refused on reload, redirects to https, and the TLS metrics and admin API.
+//! Certificates are generated here with rcgen (ECDSA P-256), signed by a test CA.
+
+mod common;
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_rustls::rustls;
+
+struct Ca {
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn ca() -> Ca {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let pem = params.self_signed(&key).unwrap().pem();
+    Ca {
+        pem,
+        issuer: Issuer::new(params, key),
+    }
+}
+
+/// Write a certificate for `names` and its key as `dir/{file}.pem` and `dir/{file}.key`.
+fn issue(ca: &Ca, dir: &Path, file: &str, names: &[&str]) -> (String, String) {
+    let key = KeyPair::generate().unwrap();
+    let params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    let cert = params.signed_by(&key, &ca.issuer).unwrap();
+    let (c, k) = (dir.join(format!("{file}.pem")), dir.join(format!("{file}.key")));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c.display().to_string(), k.display().to_string())
+}
+
+fn connector(ca: &Ca, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca.pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+use rustls::pki_types::pem::PemObject;
+
+/// Handshake with `sni`; returns the names of the certificate served, or the error.
+async fn served_names(l: &Lariat, ca: &Ca, sni: &str) -> Result<Vec<String>, String> {
+    let tcp = tokio::net::TcpStream::connect(l.addr("websecure")).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    let tls = connector(ca, &[b"http/1.1"]).connect(name, tcp).await.map_err(|e| e.to_string())?;
+    let der = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    let (_, x) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+    let san = x.subject_alternative_name().unwrap().unwrap();
+    Ok(san.value.general_names.iter().map(|n| n.to_string()).collect())
+}
+
+fn conf(certs: &str) -> String {
+    format!(
+        r#"
+[server]
+threads = 1
+grace_period = "0s"
+access_log = false
+[admin]
+listen = "{{admin}}"
+[entrypoints.web]
+listen = "{{web}}"
+kind = "http"
+redirect_https = "websecure"
+[entrypoints.websecure]
+listen = "{{websecure}}"
+kind = "https"
+[[routes]]
+service = "app"
+[services.app]
+backends = ["{{b:app}}"]
+{certs}
+"#
+    )
+}
+
+fn https_client(ca: &Ca, l: &Lariat, hosts: &[&str], h2: bool) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap());
+    for h in hosts {
+        b = b.resolve(h, l.addr("websecure"));
+    }
+    b = if h2 { b } else { b.http1_only() };
+    b.build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_per_sni_wildcard_default_and_refusal() {
+    let app = http_backend("app").await;
+    let ca = ca();
+    let mut l = Lariat::new(&[("b:app", app.addr.to_string())]);
+    let dir = l.path.parent().unwrap().to_path_buf();
+    let (sc, sk) = issue(&ca, &dir, "shop", &["shop.example.com"]);
+    let (wc, wk) = issue(&ca, &dir, "wild", &["*.example.org"]);
+    let certs = format!("[[tls.certificates]]\ncert = \"{sc}\"\nkey = \"{sk}\"\n[[tls.certificates]]\ncert = \"{wc}\"\nkey = \"{wk}\"\n");
+    l = l.start(&conf(&certs)).await;
+    assert_eq!(
+        served_names(&l, &ca, "shop.example.com").await.unwrap(),
+        ["DNSName(shop.example.com)"]
+    );
+    assert_eq!(served_names(&l, &ca, "api.example.org").await.unwrap(), ["DNSName(*.example.org)"]);
+    let refused = served_names(&l, &ca, "unknown.example.net").await;
+    assert!(
+        refused.is_err(),
+        "no certificate and no default must refuse the handshake: {refused:?}"
+    );
+    drop(l);
+
+    // With a default certificate, unknown names get it.
+    let mut l = Lariat::new(&[("b:app", app.addr.to_string())]);
+    let dir = l.path.parent().unwrap().to_path_buf();
+    let (sc, sk) = issue(&ca, &dir, "shop", &["shop.example.com"]);
+    let (dc, dk) = issue(&ca, &dir, "default", &["default.example.net"]);
+    let certs = format!(
+        "[tls]\ndefault_certificate = {{ cert = \"{dc}\", key = \"{dk}\" }}\n[[tls.certificates]]\ncert = \"{sc}\"\nkey = \"{sk}\"\n"
+    );
+    l = l.start(&conf(&certs)).await;
+    assert_eq!(
+        served_names(&l, &ca, "shop.example.com").await.unwrap(),
+        ["DNSName(shop.example.com)"]
+    );
+    let err = served_names(&l, &ca, "default.example.net").await.unwrap();
+    assert_eq!(err, ["DNSName(default.example.net)"]);
+    // Any other name gets the default too (the client then rejects the name mismatch).
+    let err = served_names(&l, &ca, "other.example.net").await.unwrap_err();
+    assert!(err.contains("not valid for name"), "{err}");
+    // Metrics and the admin API.
+    let admin = l.addr("admin");
+    let certs: serde_json::Value = client()
+        .get(format!("http://{admin}/api/certificates"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let list = certs.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    assert!(list
+        .iter()
+        .any(|c| c["default"] == true && c["names"][0] == "default.example.net" && c["source"] == "file"));
+    assert!(list.iter().all(|c| c["not_after"].is_string() && c.get("key").is_none()));
+    let text = client()
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("lariat_tls_handshakes_total{entrypoint=\"websecure\",result=\"ok\"} 2"),
+        "{text}"
+    );
+    // Errors: the start-up readiness probe (a bare TCP connect) and the client that rejected the
+    // default certificate's name.
+    assert!(
+        text.contains("lariat_tls_handshakes_total{entrypoint=\"websecure\",result=\"error\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("lariat_tls_certificate_not_after_timestamp_seconds{certificate=\"shop.example.com\",source=\"file\"}"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_by_alpn_and_http11_and_redirect() {
+    let app = http_backend("app").await;
+    let ca = ca();
+    let mut l = Lariat::new(&[("b:app", app.addr.to_string())]);
+    let dir = l.path.parent().unwrap().to_path_buf();
+    let (c, k) = issue(&ca, &dir, "shop", &["shop.example.com"]);
+    l = l
+        .start(&conf(&format!("[[tls.certificates]]\ncert = \"{c}\"\nkey = \"{k}\"\n")))
+        .await;
+    let port = l.addr("websecure").port();
+    let url = format!("https://shop.example.com:{port}/h?x=1");
+    let r = https_client(&ca, &l, &["shop.example.com"], true).get(&url).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["headers"]["x-forwarded-proto"], "https");
+    let r = https_client(&ca, &l, &["shop.example.com"], false).get(&url).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_11);
+    assert_eq!(r.status(), 200);
+    // http -> https, path and query kept, the https entrypoint's port.
+    let plain = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = plain
+        .get(l.url("web", "/a/b?q=1&r=2"))
+        .header("host", "shop.example.com:8080")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 308);
+    assert_eq!(r.headers()["location"], format!("https://shop.example.com:{port}/a/b?q=1&r=2"));
+    // ACME HTTP-01 paths are never redirected.
+    let r = plain
+        .get(l.url("web", "/.well-known/acme-challenge/token"))
+        .header("host", "shop.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.status(), 308);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_replaced_under_load_and_bad_key_refused() {
+    let app = http_backend("app").await;
+    let ca = ca();
+    let mut l = Lariat::new(&[("b:app", app.addr.to_string())]);
+    let dir = l.path.parent().unwrap().to_path_buf();
+    let (c, k) = issue(&ca, &dir, "shop", &["shop.example.com"]);
+    l = l
+        .start(&conf(&format!("[[tls.certificates]]\ncert = \"{c}\"\nkey = \"{k}\"\n")))
+        .await;
+    let serial = |names: Vec<String>| names;
+    assert_eq!(
+        serial(served_names(&l, &ca, "shop.example.com").await.unwrap()),
+        ["DNSName(shop.example.com)"]
+    );
+
+    let (stop, ok, failed) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let url = format!("https://shop.example.com:{}/", l.addr("websecure").port());
+    let loader = {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        let c = https_client(&ca, &l, &["shop.example.com"], false);
+        tokio::spawn(async move {
+            for _ in 0..50_000 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::SeqCst),
+                    other => {
+                        eprintln!("failed: {other:?}");
+                        failed.fetch_add(1, Ordering::SeqCst)
+                    }
+                };
+            }
+        })
+    };
+    // Replace the certificate: same name plus a second one, so the new one is recognisable.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    issue(&ca, &dir, "shop", &["shop.example.com", "new.example.com"]);
+    wait_until(Duration::from_secs(5), || {
+        let l = &l;
+        let ca = &ca;
+        async move { served_names(l, ca, "shop.example.com").await.unwrap().len() == 2 }
+    })
+    .await;
+    // A key that does not fit: refused, the certificate in force stays.
+    let other = KeyPair::generate().unwrap();
+    std::fs::write(&k, other.serialize_pem()).unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        served_names(&l, &ca, "shop.example.com").await.unwrap().len(),
+        2,
+        "a bad key replaced the table"
+    );
+    stop.store(true, Ordering::SeqCst);
+    loader.await.unwrap();
+    assert_eq!(failed.load(Ordering::SeqCst), 0, "{} ok", ok.load(Ordering::SeqCst));
+    assert!(ok.load(Ordering::SeqCst) > 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_refuses_unreadable_or_mismatched_files() {
+    let ca = ca();
+    let l = Lariat::new(&[]);
+    let dir = l.path.parent().unwrap().to_path_buf();
+    let (c, _k) = issue(&ca, &dir, "a", &["a.example.com"]);
+    let (_c2, k2) = issue(&ca, &dir, "b", &["b.example.com"]);
+    let text = format!("[[tls.certificates]]\ncert = \"{c}\"\nkey = \"{k2}\"\n");
+    let err = lariat::Config::parse(&text).unwrap_err();
+    let p = &err.problems()[0];
+    assert_eq!(p.key, "tls.certificates[0]");
+    assert!(p.message.contains(&c) && p.message.contains("does not fit"), "{p}");
+    let err =
+        lariat::Config::parse("[tls]\ndefault_certificate = { cert = \"/nonexistent.pem\", key = \"/nonexistent.key\" }\n").unwrap_err();
+    let p = &err.problems()[0];
+    assert_eq!(p.key, "tls.default_certificate");
+    assert!(p.message.contains("/nonexistent.pem"), "{p}");
+    let err = lariat::Config::parse("[tls]\nmin_version = \"1.1\"\n").unwrap_err();
+    assert_eq!(err.problems()[0].key, "tls.min_version");
+}
