@@ -338,6 +338,9 @@ pub struct HttpRoute {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TcpRoute {
     pub entrypoint: String,
+    /// TLS passthrough: the ClientHello server names this route takes. Empty: the entrypoint's
+    /// default (non-TLS connections and unmatched names).
+    pub sni: Vec<HostMatch>,
     pub service: ServiceId,
 }
 

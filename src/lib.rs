@@ -6,6 +6,7 @@ pub mod desired;
 pub mod discovery;
 pub mod proxy;
 pub mod route;
+pub mod route_tcp;
 pub mod server;
 pub mod state;
 pub mod tls;

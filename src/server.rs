@@ -194,7 +194,12 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
                         acceptor: pingora_core::listeners::tls::Acceptor::from_server_config(tls_config.clone()),
                         inner: Arc::new(proxy),
                         counters: counters.clone(),
-                        entrypoint: name,
+                        entrypoint: name.clone(),
+                        passthrough: Arc::new(TcpProxy {
+                            entrypoint: name,
+                            shared: shared.clone(),
+                            counters: counters.clone(),
+                        }),
                     };
                     let mut svc = Service::new(
                         format!("entrypoint {}", ep.name),

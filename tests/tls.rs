@@ -310,3 +310,213 @@ async fn config_refuses_unreadable_or_mismatched_files() {
     let err = lariat::Config::parse("[tls]\nmin_version = \"1.1\"\n").unwrap_err();
     assert_eq!(err.problems()[0].key, "tls.min_version");
 }
+
+/// Writes one byte per write call: a ClientHello arrives in as many segments as it has bytes.
+struct OneByteAtATime(tokio::net::TcpStream);
+
+impl tokio::io::AsyncRead for OneByteAtATime {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for OneByteAtATime {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let n = buf.len().min(1);
+        std::pin::Pin::new(&mut self.0).poll_write(cx, &buf[..n])
+    }
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// A TLS backend (its own certificate for `name`) that answers every line with "{tag}:{line}".
+async fn tls_echo(ca: &Ca, dir: &Path, name: &str, tag: &'static str) -> std::net::SocketAddr {
+    let (c, k) = issue(ca, dir, &format!("backend-{tag}"), &[name]);
+    let chain: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(&c)
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&k).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+                let Ok(tls) = acceptor.accept(s).await else { return };
+                let (r, mut w) = tokio::io::split(tls);
+                let mut lines = tokio::io::BufReader::new(r).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if w.write_all(format!("{tag}:{line}\n").as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Connect to `addr` with SNI `name`, send a line, read the answer; the served certificate's names.
+async fn ask<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(ca: &Ca, io: S, name: &str, line: &str) -> (Vec<String>, String) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let sn = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+    let mut tls = tokio::time::timeout(Duration::from_secs(10), connector(ca, &[]).connect(sn, io))
+        .await
+        .expect("handshake hung")
+        .unwrap();
+    let der = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    let (_, x) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+    let names = x
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    tls.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::io::BufReader::new(tls).read_line(&mut answer).await.unwrap();
+    (names, answer.trim().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_passthrough_on_tcp_and_https_entrypoints() {
+    let app = http_backend("app").await;
+    let ca = ca();
+    let mut l = Lariat::new(&[("b:app", app.addr.to_string())]);
+    let dir = l.path.parent().unwrap().to_path_buf();
+    let db = tls_echo(&ca, &dir, "db.example.com", "db").await;
+    let wild = tls_echo(&ca, &dir, "x.db.example.com", "wild").await;
+    let plain = tcp_echo().await;
+    l.extra.insert("b:db".into(), db.to_string());
+    l.extra.insert("b:wild".into(), wild.to_string());
+    l.extra.insert("b:plain".into(), plain.addr.to_string());
+    let (c, k) = issue(&ca, &dir, "shop", &["shop.example.com"]);
+    let extra = format!(
+        r#"
+[entrypoints.tls]
+listen = "{{tls}}"
+kind = "tcp"
+[[routes]]
+entrypoints = ["tls", "websecure"]
+sni = ["db.example.com"]
+service = "db"
+[[routes]]
+entrypoints = ["tls"]
+sni = ["*.db.example.com"]
+service = "wild"
+[[routes]]
+entrypoints = ["tls"]
+service = "plain"
+[services.db]
+backends = ["{{b:db}}"]
+[services.wild]
+backends = ["{{b:wild}}"]
+[services.plain]
+backends = ["{{b:plain}}"]
+[[tls.certificates]]
+cert = "{c}"
+key = "{k}"
+"#
+    );
+    l = l.start(&conf(&extra)).await;
+    // On the tcp entrypoint: by name, end to end with the backend's own certificate, the hello
+    // written one byte at a time.
+    let io = OneByteAtATime(tokio::net::TcpStream::connect(l.addr("tls")).await.unwrap());
+    io.0.set_nodelay(true).unwrap();
+    assert_eq!(
+        ask(&ca, io, "db.example.com", "hello").await,
+        (vec!["DNSName(db.example.com)".into()], "db:hello".into())
+    );
+    let io = tokio::net::TcpStream::connect(l.addr("tls")).await.unwrap();
+    assert_eq!(ask(&ca, io, "x.db.example.com", "hi").await.1, "wild:hi");
+    // Non-TLS connections take the default route.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(l.addr("tls")).await.unwrap();
+        s.write_all(b"plain text").await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut got = String::new();
+        s.read_to_string(&mut got).await.unwrap();
+        assert_eq!(got, "plain text");
+    }
+    // On the https entrypoint: db.example.com passes through, shop.example.com terminates here.
+    let io = tokio::net::TcpStream::connect(l.addr("websecure")).await.unwrap();
+    assert_eq!(ask(&ca, io, "db.example.com", "via 443").await.1, "db:via 443");
+    let port = l.addr("websecure").port();
+    let r = https_client(&ca, &l, &["shop.example.com"], false)
+        .get(format!("https://shop.example.com:{port}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-backend"], "app");
+    // Garbage that starts like TLS, then nothing: closed, counted.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(l.addr("tls")).await.unwrap();
+        s.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 0xde, 0xad, 0xbe, 0xef, 0x00])
+            .await
+            .unwrap();
+        let mut buf = [0u8; 8];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("garbage kept the connection open");
+        assert!(matches!(n, Ok(0) | Err(_)));
+    }
+    let text = client()
+        .get(format!("http://{}/metrics", l.addr("admin")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("lariat_rejected_connections_total{entrypoint=\"tls\",reason=\"tls\"} 1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn sni_route_rules() {
+    let base = "[entrypoints.tls]\nlisten = \"127.0.0.1:1\"\nkind = \"tcp\"\n[entrypoints.web]\nlisten = \"127.0.0.1:2\"\nkind = \"http\"\n[services.a]\n[services.b]\n";
+    let two_defaults =
+        format!("{base}[[routes]]\nentrypoints = [\"tls\"]\nservice = \"a\"\n[[routes]]\nentrypoints = [\"tls\"]\nservice = \"b\"\n");
+    assert_eq!(
+        lariat::Config::parse(&two_defaults).unwrap_err().problems()[0].key,
+        "routes[1].entrypoints"
+    );
+    let same_name = format!("{base}[[routes]]\nentrypoints = [\"tls\"]\nsni = [\"a.com\"]\nservice = \"a\"\n[[routes]]\nentrypoints = [\"tls\"]\nsni = [\"a.com\"]\nservice = \"b\"\n");
+    assert_eq!(lariat::Config::parse(&same_name).unwrap_err().problems()[0].key, "routes[1].sni");
+    let on_http = format!("{base}[[routes]]\nentrypoints = [\"web\"]\nsni = [\"a.com\"]\nservice = \"a\"\n");
+    assert_eq!(
+        lariat::Config::parse(&on_http).unwrap_err().problems()[0].key,
+        "routes[0].entrypoints"
+    );
+    let ok = format!("{base}[[routes]]\nentrypoints = [\"tls\"]\nsni = [\"a.com\", \"*.a.com\"]\nservice = \"a\"\n[[routes]]\nentrypoints = [\"tls\"]\nservice = \"b\"\n");
+    lariat::Config::parse(&ok).unwrap();
+}

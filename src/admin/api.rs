@@ -145,6 +145,7 @@ pub fn routes(shared: &Shared) -> Value {
     v.extend(snap.tcp_routes.iter().map(|r| {
         json!({
             "kind": "tcp", "entrypoints": [r.entrypoint], "service": r.service.0, "provider": r.service.provider(),
+            "sni": r.sni.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
             "service_exists": snap.services.contains_key(&r.service),
         })
     }));

@@ -228,7 +228,13 @@ impl Config {
             );
         }
         for r in &self.desired.tcp_routes {
-            let _ = writeln!(out, "route tcp on [{}] -> {}", r.entrypoint, r.service);
+            let sni: Vec<String> = r.sni.iter().map(|h| h.to_string()).collect();
+            let by = if sni.is_empty() {
+                String::new()
+            } else {
+                format!(" sni [{}]", sni.join(", "))
+            };
+            let _ = writeln!(out, "route tcp on [{}]{by} -> {}", r.entrypoint, r.service);
         }
         for s in &self.desired.services {
             let backends: Vec<String> = s.backends.iter().map(|b| format!("{} (weight {})", b.addr, b.weight)).collect();

@@ -76,6 +76,7 @@ pub struct RawRoute {
     pub host: Option<String>,
     pub path_prefix: Option<String>,
     pub entrypoints: Option<Vec<String>>,
+    pub sni: Option<Vec<String>>,
     pub service: String,
 }
 

@@ -486,6 +486,7 @@ fn routes(
     let mut http = Vec::new();
     let mut tcp: Vec<TcpRoute> = Vec::new();
     let mut tcp_owner: HashMap<String, usize> = HashMap::new();
+    let mut sni_owner: HashMap<(String, HostMatch), usize> = HashMap::new();
     for (i, r) in raw.iter().enumerate() {
         let key = format!("routes[{i}]");
         let service = ServiceId::from_file_ref(&r.service);
@@ -509,11 +510,56 @@ fn routes(
                 None => p.add(format!("{key}.entrypoints[{j}]"), format!("no entrypoint {n:?} in [entrypoints]")),
             }
         }
-        if kinds.len() > 1 {
+        if kinds.len() > 1 && r.sni.is_none() {
             p.add(
                 format!("{key}.entrypoints"),
                 "mixes http and tcp entrypoints: make one route for each kind",
             );
+            continue;
+        }
+        if let Some(list) = &r.sni {
+            // TLS passthrough: by ClientHello server name, on tcp or https entrypoints.
+            if r.host.is_some() || r.path_prefix.is_some() {
+                p.add(&key, "a route with sni cannot have host or path_prefix");
+            }
+            if r.entrypoints.is_none() {
+                p.add(
+                    format!("{key}.entrypoints"),
+                    "a route with sni must name its tcp or https entrypoints",
+                );
+            }
+            if list.is_empty() {
+                p.add(format!("{key}.sni"), "is empty: leave it out for the entrypoint's default route");
+            }
+            let mut sni = Vec::new();
+            for (j, s) in list.iter().enumerate() {
+                match HostMatch::parse(s) {
+                    Ok(HostMatch::Any) => p.add(
+                        format!("{key}.sni[{j}]"),
+                        "\"*\" is not a server name: leave sni out for the default route",
+                    ),
+                    Ok(h) => sni.push(h),
+                    Err(e) => p.add(format!("{key}.sni[{j}]"), e),
+                }
+            }
+            for n in &names {
+                if eps.get(n).is_some_and(|e| e.kind == EntrypointKind::Http) {
+                    p.add(
+                        format!("{key}.entrypoints"),
+                        format!("{n:?} is an http entrypoint: sni routes go on tcp or https entrypoints"),
+                    );
+                }
+                for h in &sni {
+                    if let Some(prev) = sni_owner.insert((n.clone(), h.clone()), i) {
+                        p.add(format!("{key}.sni"), format!("{h} on {n:?} is already taken by routes[{prev}]"));
+                    }
+                }
+                tcp.push(TcpRoute {
+                    entrypoint: n.clone(),
+                    sni: sni.clone(),
+                    service: service.clone(),
+                });
+            }
             continue;
         }
         if kinds.contains("tcp") {
@@ -529,6 +575,7 @@ fn routes(
                 }
                 tcp.push(TcpRoute {
                     entrypoint: n,
+                    sni: vec![],
                     service: service.clone(),
                 });
             }

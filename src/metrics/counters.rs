@@ -122,6 +122,8 @@ pub struct EntrypointCounters {
     /// TLS handshakes (https entrypoints), by result.
     pub tls_ok: AtomicU64,
     pub tls_error: AtomicU64,
+    /// Connections closed for a missing or malformed ClientHello on passthrough entrypoints.
+    pub rejected_tls: AtomicU64,
 }
 
 /// Counts an open connection while alive.

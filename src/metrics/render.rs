@@ -98,6 +98,10 @@ pub fn render(shared: &Shared, entrypoints: &[Entrypoint]) -> String {
         if ep.kind.is_http() {
             http(&mut out, &ep.name, "none", &c.unrouted);
         }
+        let rejected = c.rejected_tls.load(Relaxed);
+        if rejected > 0 {
+            out.add(REJECTED_CONNECTIONS, "", &[("entrypoint", &ep.name), ("reason", "tls")], rejected);
+        }
         if ep.kind == crate::config::EntrypointKind::Https {
             out.add(
                 TLS_HANDSHAKES,

@@ -2,6 +2,7 @@
 
 pub mod http;
 mod respond;
+pub mod sni;
 pub mod tcp;
 pub mod tls;
 

@@ -1,19 +1,27 @@
-//! The L4 forwarder of one tcp entrypoint: pick a backend of the entrypoint's service, connect
-//! (another backend after a refused or timed-out connect, up to `retries`), then copy bytes both
-//! ways, passing a half-close on to the other side.
+//! The L4 forwarder: pick a backend of the connection's service (by the entrypoint's default
+//! route, or by the server name of its TLS ClientHello for passthrough routes), connect (another
+//! backend after a refused or timed-out connect, up to `retries`), then copy bytes both ways,
+//! passing a half-close on to the other side.
 
+use super::sni::{peek_hello, Hello, HelloError};
 use crate::metrics::OpenGuard;
+use crate::route_tcp::TcpTarget;
 use crate::state::Shared;
 use crate::upstream::{Attempt, InFlight, Service};
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
+
+/// A connection that does not finish its ClientHello by then is closed.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct TcpProxy {
     pub entrypoint: Arc<str>,
@@ -22,13 +30,17 @@ pub struct TcpProxy {
     pub counters: Arc<crate::metrics::EntrypointCounters>,
 }
 
+/// The client address of a connection.
+pub fn client_of(io: &Stream) -> Option<SocketAddr> {
+    io.get_socket_digest()
+        .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied())
+}
+
 impl TcpProxy {
     /// Connect to a backend of the service, trying others after a failure.
-    async fn connect(&self, client: Option<SocketAddr>) -> Option<(TcpStream, InFlight, Arc<Service>)> {
-        let snap = self.shared.registry.snapshot();
-        let (id, service) = snap.tcp.get(&*self.entrypoint)?;
-        let Some(service) = service else {
-            log::warn!("tcp entrypoint {}: service {id} does not exist", self.entrypoint);
+    async fn connect(&self, target: &TcpTarget, client: Option<SocketAddr>) -> Option<(TcpStream, InFlight, Arc<Service>)> {
+        let Some(service) = &target.service else {
+            log::warn!("tcp entrypoint {}: service {} does not exist", self.entrypoint, target.id);
             return None;
         };
         let key = client.map(|c| c.ip().to_string().into_bytes()).unwrap_or_default();
@@ -53,21 +65,15 @@ impl TcpProxy {
         }
         None
     }
-}
 
-#[async_trait]
-impl ServerApp for TcpProxy {
-    async fn process_new(self: &Arc<Self>, mut io: Stream, _shutdown: &ShutdownWatch) -> Option<Stream> {
-        let start = Instant::now();
-        let _open = OpenGuard::new(self.counters.clone());
-        let client = io
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
-        let Some((mut upstream, slot, service)) = self.connect(client).await else {
+    /// Forward a connection to `target`'s service until both sides are done.
+    pub async fn forward(&self, mut io: Stream, target: &TcpTarget, start: Instant) {
+        let client = client_of(&io);
+        let Some((mut upstream, slot, service)) = self.connect(target, client).await else {
             if self.shared.access_log() {
-                log::info!(target: "access", "tcp entrypoint={} client={} service=- backend=- status=no_backend", self.entrypoint, fmt_addr(client));
+                log::info!(target: "access", "tcp entrypoint={} client={} service={} backend=- status=no_backend", self.entrypoint, fmt_addr(client), target.id);
             }
-            return None;
+            return;
         };
         let counters = service.stats.tcp.get(&self.entrypoint);
         counters.connections.fetch_add(1, Ordering::Relaxed);
@@ -93,7 +99,40 @@ impl ServerApp for TcpProxy {
                 start.elapsed().as_secs_f64() * 1000.0
             );
         }
-        drop(slot);
+    }
+}
+
+#[async_trait]
+impl ServerApp for TcpProxy {
+    async fn process_new(self: &Arc<Self>, io: Stream, _shutdown: &ShutdownWatch) -> Option<Stream> {
+        let start = Instant::now();
+        let _open = OpenGuard::new(self.counters.clone());
+        let snap = self.shared.registry.snapshot();
+        let table = snap.tcp.get(&*self.entrypoint)?;
+        if !table.by_sni() {
+            let target = table.default.clone()?;
+            self.forward(io, &target, start).await;
+            return None;
+        }
+        // Passthrough routes: read the ClientHello's server name, then forward it untouched.
+        let mut l4 = match io.into_any().downcast::<L4Stream>() {
+            Ok(s) => *s,
+            Err(_) => return None,
+        };
+        let sni = match peek_hello(&mut l4, HELLO_TIMEOUT).await {
+            Ok(Hello::Tls(sni)) => sni,
+            Ok(Hello::Plain) => None,
+            Err(e) => {
+                log::debug!("tcp {}: {e}", self.entrypoint);
+                // A connection closed before any hello (a TCP health check) is no rejection.
+                if e != HelloError::Closed {
+                    self.counters.rejected_tls.fetch_add(1, Ordering::Relaxed);
+                }
+                return None;
+            }
+        };
+        let target = table.lookup(sni.as_deref()).cloned()?;
+        self.forward(Box::new(l4), &target, start).await;
         None
     }
 }

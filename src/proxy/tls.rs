@@ -1,7 +1,10 @@
-//! The front of an https entrypoint: the TLS handshake (under a timeout, counted by result), then
-//! the decrypted stream goes to the entrypoint's HTTP proxy, which picks HTTP/2 or HTTP/1.1 from
-//! the negotiated ALPN.
+//! The front of an https entrypoint: connections whose ClientHello names a passthrough route are
+//! forwarded untouched; the others get the TLS handshake (under a timeout, counted by result),
+//! then the decrypted stream goes to the entrypoint's HTTP proxy, which picks HTTP/2 or HTTP/1.1
+//! from the negotiated ALPN.
 
+use super::sni::{peek_hello, Hello, HelloError};
+use super::tcp::{TcpProxy, HELLO_TIMEOUT};
 use crate::metrics::EntrypointCounters;
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
@@ -21,19 +24,43 @@ pub struct TlsFront<A> {
     pub inner: Arc<A>,
     pub counters: Arc<EntrypointCounters>,
     pub entrypoint: Arc<str>,
+    /// Forwards the connections of passthrough routes (tcp routes with `sni` on this entrypoint).
+    pub passthrough: Arc<TcpProxy>,
 }
 
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsFront<A> {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         // A TCP listener hands over its L4 stream; the handshake needs the concrete type.
-        let stream = match stream.into_any().downcast::<L4Stream>() {
+        let mut stream = match stream.into_any().downcast::<L4Stream>() {
             Ok(s) => *s,
             Err(_) => {
                 log::error!("{}: an https entrypoint got a stream that is not TCP", self.entrypoint);
                 return None;
             }
         };
+        // Passthrough names go to their tcp route untouched; every other name terminates here.
+        let snap = self.passthrough.shared.registry.snapshot();
+        if let Some(table) = snap.tcp.get(&*self.entrypoint).filter(|t| t.by_sni()) {
+            let start = tokio::time::Instant::now();
+            match peek_hello(&mut stream, HELLO_TIMEOUT).await {
+                Ok(Hello::Tls(Some(name))) => {
+                    if let Some(target) = table.passthrough(&name).cloned() {
+                        self.passthrough.forward(Box::new(stream), &target, start).await;
+                        return None;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    log::debug!("{}: {e}", self.entrypoint);
+                    // A connection closed before any hello (a TCP health check) is no rejection.
+                    if e != HelloError::Closed {
+                        self.counters.rejected_tls.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return None;
+                }
+            }
+        }
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.tls_handshake(stream)).await {
             Ok(Ok(tls)) => {
                 self.counters.tls_ok.fetch_add(1, Ordering::Relaxed);

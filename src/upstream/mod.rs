@@ -10,6 +10,7 @@ pub use service::{Attempt, Pick, Service};
 
 use crate::desired::{Desired, HttpRoute, ServiceId, TcpRoute};
 use crate::route::RouteTable;
+use crate::route_tcp::TcpTable;
 use arc_swap::ArcSwap;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -22,8 +23,8 @@ pub struct Snapshot {
     pub services: BTreeMap<ServiceId, Arc<Service>>,
     /// Route table per http entrypoint.
     pub http: HashMap<String, RouteTable>,
-    /// Service per tcp entrypoint.
-    pub tcp: HashMap<String, (ServiceId, Option<Arc<Service>>)>,
+    /// TCP table per entrypoint (tcp entrypoints, and https ones with passthrough routes).
+    pub tcp: HashMap<String, TcpTable>,
     /// The routes as published, for the admin API.
     pub http_routes: Vec<HttpRoute>,
     pub tcp_routes: Vec<TcpRoute>,
@@ -101,12 +102,15 @@ impl Registry {
                 snap.http_routes.push(r.clone());
             }
             for r in &d.tcp_routes {
-                if snap.tcp.contains_key(&r.entrypoint) {
-                    log::warn!("tcp entrypoint {} is claimed twice; {} ignored", r.entrypoint, r.service);
+                let svc = snap.services.get(&r.service).cloned();
+                if !snap.tcp.entry(r.entrypoint.clone()).or_default().add(r, svc) {
+                    log::warn!(
+                        "tcp entrypoint {}: {} claims a server name (or the default) already taken",
+                        r.entrypoint,
+                        r.service
+                    );
                     continue;
                 }
-                let svc = snap.services.get(&r.service).cloned();
-                snap.tcp.insert(r.entrypoint.clone(), (r.service.clone(), svc));
                 snap.tcp_routes.push(r.clone());
             }
         }

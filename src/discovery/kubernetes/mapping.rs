@@ -355,6 +355,7 @@ pub fn desired(o: &Objects, cfg: &KubernetesProvider, tcp_entrypoints: &[String]
         match service_spec(&idx, &ns, svc, port) {
             Ok(spec) => {
                 d.tcp_routes.push(TcpRoute {
+                    sni: vec![],
                     entrypoint: ep.to_string(),
                     service: spec.id.clone(),
                 });

@@ -262,6 +262,7 @@ pub fn desired(
         if label(&s.labels, "lariat.protocol", None).is_some_and(|p| p.eq_ignore_ascii_case("tcp")) {
             match label(&s.labels, "lariat.entrypoint", None) {
                 Some(ep) if tcp_entrypoints.iter().any(|t| t == ep) => d.tcp_routes.push(TcpRoute {
+                    sni: vec![],
                     entrypoint: ep.to_string(),
                     service: id,
                 }),

@@ -133,6 +133,7 @@ fn tcp_services_bind_to_a_tcp_entrypoint() {
     assert_eq!(
         d.tcp_routes,
         vec![TcpRoute {
+            sni: vec![],
             entrypoint: "pg".into(),
             service: ServiceId("db.s@rancher".into())
         }]
