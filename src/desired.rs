@@ -240,6 +240,24 @@ impl Default for BreakerSpec {
     }
 }
 
+/// The PROXY protocol version sent to tcp backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyVersion {
+    V1,
+    V2,
+}
+
+/// TLS to the backends of an http service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// Verify the backend's certificate (against the system roots, or `ca_file`). Default true.
+    pub verify: bool,
+    /// PEM roots to verify against instead of the system's.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The name to send and verify. Default: the request's host.
+    pub sni: Option<String>,
+}
+
 /// Everything lariat needs to send traffic to one service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceSpec {
@@ -260,6 +278,10 @@ pub struct ServiceSpec {
     /// Default Recreate.
     pub strategy: Strategy,
     pub breaker: BreakerSpec,
+    /// `scheme = "https"`: TLS to the backends (http services).
+    pub upstream_tls: Option<UpstreamTls>,
+    /// Send a PROXY header first (tcp services).
+    pub send_proxy: Option<ProxyVersion>,
 }
 
 impl ServiceSpec {
@@ -277,6 +299,8 @@ impl ServiceSpec {
             health_check: None,
             strategy: Strategy::Recreate,
             breaker: BreakerSpec::default(),
+            upstream_tls: None,
+            send_proxy: None,
         }
     }
 }
@@ -331,6 +355,9 @@ pub struct HttpRoute {
     pub path_prefix: String,
     /// The path must equal `path_prefix` (Kubernetes `pathType: Exact`).
     pub exact: bool,
+    /// On plain http entrypoints, answer 308 to https instead (Kubernetes `lariat.io/ssl-redirect`,
+    /// Rancher `lariat.redirect_https`).
+    pub redirect_https: bool,
     pub service: ServiceId,
 }
 

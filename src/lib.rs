@@ -17,3 +17,4 @@ pub use server::{run, RunOptions, Running, Signals};
 pub mod breaker;
 pub mod health;
 pub mod metrics;
+pub mod net;

@@ -14,6 +14,8 @@ pub struct Target {
     pub service: Option<Arc<Service>>,
     /// The route as written, for logs and the admin API: "host/prefix".
     pub name: Arc<str>,
+    /// Plain http requests on this route are redirected to https.
+    pub redirect_https: bool,
 }
 
 #[derive(Default, Clone)]
@@ -53,6 +55,7 @@ impl RouteTable {
             id: route.service.clone(),
             service,
             name: format!("{}{}{}", route.host, route.path_prefix, if route.exact { " (exact)" } else { "" }).into(),
+            redirect_https: route.redirect_https,
         };
         match &route.host {
             HostMatch::Exact(h) => self
@@ -121,6 +124,7 @@ mod tests {
                 host: HostMatch::parse(host).unwrap(),
                 path_prefix: prefix.to_string(),
                 exact: false,
+                redirect_https: false,
                 service: ServiceId(svc.to_string()),
             };
             t.add(&r, None);
@@ -168,6 +172,7 @@ mod tests {
             host: HostMatch::parse("a.com").unwrap(),
             path_prefix: "/api".into(),
             exact: true,
+            redirect_https: false,
             service: ServiceId("exact".into()),
         };
         t.add(&r, None);

@@ -81,12 +81,15 @@ struct Graceful<A> {
     linger: Duration,
     /// Counts the open client connections of the entrypoint.
     counters: Arc<crate::metrics::EntrypointCounters>,
+    /// Sources trusted to send a PROXY header, when the entrypoint accepts one.
+    proxy_protocol: Option<Arc<[crate::net::Cidr]>>,
 }
 
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for Graceful<A> {
     async fn process_new(self: &Arc<Self>, session: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let _open = crate::metrics::OpenGuard::new(self.counters.clone());
+        let session = crate::proxy::tcp::accept_proxy(session, self.proxy_protocol.as_ref(), &self.counters, "entrypoint").await?;
         self.inner.process_new(session, shutdown).await
     }
 
@@ -162,14 +165,21 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
     let conf = server.configuration.clone();
     let shared = Arc::new(Shared::new(config.server.access_log));
     shared.registry.apply("file", config.desired.clone());
-    shared.certs.replace(crate::tls::load_table(&config.tls).map_err(StartError::Tls)?);
+    let (certs, default) = crate::tls::load_files(&config.tls).map_err(StartError::Tls)?;
+    shared.certs.set_files(certs, default);
     let tls_config = crate::tls::server_config(shared.certs.clone(), config.tls.min_version);
 
+    let https_port = config
+        .entrypoints
+        .values()
+        .find(|e| e.kind == EntrypointKind::Https)
+        .map(|e| e.listen.port());
     for ep in config.entrypoints.values() {
         let name: Arc<str> = ep.name.as_str().into();
         let counters = shared.entrypoints.get(&name);
         let addr = ep.listen.to_string();
         let linger = linger(config.server.grace_period);
+        let proxy_protocol: Option<Arc<[crate::net::Cidr]>> = ep.proxy_protocol.clone().map(Into::into);
         match ep.kind {
             EntrypointKind::Http | EntrypointKind::Https => {
                 let mut opts = HttpServerOptions::default();
@@ -186,6 +196,7 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
                     counters: counters.clone(),
                     tls,
                     redirect_port,
+                    https_port,
                 };
                 let mut proxy = pingora_proxy::http_proxy(&conf, app);
                 proxy.server_options = Some(opts);
@@ -199,6 +210,7 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
                             entrypoint: name,
                             shared: shared.clone(),
                             counters: counters.clone(),
+                            proxy_protocol: None,
                         }),
                     };
                     let mut svc = Service::new(
@@ -207,6 +219,7 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
                             inner: Arc::new(front),
                             linger,
                             counters,
+                            proxy_protocol,
                         },
                     );
                     svc.add_tcp(&addr);
@@ -218,6 +231,7 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
                             inner: Arc::new(proxy),
                             linger,
                             counters,
+                            proxy_protocol,
                         },
                     );
                     svc.add_tcp(&addr);
@@ -229,6 +243,7 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
                     entrypoint: name,
                     shared: shared.clone(),
                     counters,
+                    proxy_protocol,
                 };
                 let mut svc = Service::new(format!("entrypoint {}", ep.name), app);
                 svc.add_tcp(&addr);

@@ -365,3 +365,99 @@ async fn nothing_is_published_before_every_list_is_complete_and_namespaces_filte
         "watched beyond the listed namespace: {requests:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_tls_secrets_rotation_and_ssl_redirect() {
+    use common::certs::{ca, issue, issue_pem, served_names_at};
+    use common::kube::tls_secret;
+    let port = free_port();
+    let _p = pod("p", 91, port).await;
+    let ca = ca();
+    let api = FakeKube::start().await;
+    web_objects(&api, port, &[("127.0.0.91", true)]);
+    let (crt, key) = issue_pem(&ca, &["secure.example.com"]);
+    api.put(Kind::Secret, tls_secret("shop", "secure-tls", &crt, &key));
+    // An opaque Secret of the same name elsewhere must not be read (only kubernetes.io/tls ones are watched).
+    api.put(
+        Kind::Secret,
+        json!({"metadata": {"name": "opaque", "namespace": "shop"}, "type": "Opaque", "data": {"password": "c2VjcmV0"}}),
+    );
+    let mut ing = ingress(
+        "shop",
+        "secure",
+        "lariat",
+        json!([rule("secure.example.com", "/", "Prefix", "web", json!({"name": "http"}))]),
+    );
+    ing["spec"]["tls"] =
+        json!([{"hosts": ["secure.example.com"], "secretName": "secure-tls"}, {"hosts": ["missing.example.com"], "secretName": "nope"}]);
+    ing["metadata"]["annotations"] = json!({"lariat.io/ssl-redirect": "true"});
+    api.put(Kind::Ingress, ing);
+    let mut l = Lariat::new(&[]);
+    let dir = l.path.parent().unwrap().to_path_buf();
+    let kc = api.kubeconfig(&dir);
+    l.extra.insert("kubeconfig".into(), kc);
+    let (dc, dk) = issue(&ca, &dir, "default", &["default.example.net"]);
+    let extra = format!("[entrypoints.websecure]\nlisten = \"{{websecure}}\"\nkind = \"https\"\n[tls]\ndefault_certificate = {{ cert = \"{dc}\", key = \"{dk}\" }}\n");
+    let l = l.start(&conf(&extra)).await;
+    let secure = l.addr("websecure");
+    wait_until(Duration::from_secs(10), || {
+        let ca = &ca;
+        async move {
+            served_names_at(secure, ca, "secure.example.com")
+                .await
+                .is_ok_and(|n| n == ["DNSName(secure.example.com)"])
+        }
+    })
+    .await;
+    // A missing Secret: that host gets the default certificate.
+    let err = served_names_at(secure, &ca, "missing.example.com").await.unwrap_err();
+    assert!(err.contains("not valid for name"), "{err}");
+    // Rotation: a new certificate in the Secret is served within a second.
+    let (crt2, key2) = issue_pem(&ca, &["secure.example.com", "rotated.example.com"]);
+    api.put(Kind::Secret, tls_secret("shop", "secure-tls", &crt2, &key2));
+    let t0 = Instant::now();
+    while served_names_at(secure, &ca, "secure.example.com").await.unwrap().len() != 2 {
+        assert!(t0.elapsed() < Duration::from_secs(2), "rotated Secret not served within 2 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!("kubernetes secret rotation served after {:?}", t0.elapsed());
+    // ssl-redirect: plain http for the TLS host is redirected; the other host is not.
+    let plain = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = plain
+        .get(l.url("web", "/x?y=1"))
+        .header("host", "secure.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 308);
+    assert_eq!(
+        r.headers()["location"],
+        format!("https://secure.example.com:{}/x?y=1", secure.port())
+    );
+    assert_eq!(route(&l, "shop.example.com", "/").await.0, 200);
+    let certs: serde_json::Value = client()
+        .get(format!("http://{}/api/certificates", l.addr("admin")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        certs
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["source"] == "kubernetes" && c["origin"] == "secret shop/secure-tls"),
+        "{certs}"
+    );
+    let requests = api.requests.lock().unwrap().clone();
+    assert!(
+        requests.iter().filter(|r| r.contains("Secret")).all(|r| r.contains("secrets")),
+        "{requests:?}"
+    );
+}

@@ -5,65 +5,19 @@
 
 mod common;
 use common::*;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rcgen::KeyPair;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
 
-struct Ca {
-    pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
+use common::certs::{ca, connector, issue, served_names_at, Ca};
 
-fn ca() -> Ca {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let pem = params.self_signed(&key).unwrap().pem();
-    Ca {
-        pem,
-        issuer: Issuer::new(params, key),
-    }
-}
-
-/// Write a certificate for `names` and its key as `dir/{file}.pem` and `dir/{file}.key`.
-fn issue(ca: &Ca, dir: &Path, file: &str, names: &[&str]) -> (String, String) {
-    let key = KeyPair::generate().unwrap();
-    let params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    let cert = params.signed_by(&key, &ca.issuer).unwrap();
-    let (c, k) = (dir.join(format!("{file}.pem")), dir.join(format!("{file}.key")));
-    std::fs::write(&c, cert.pem()).unwrap();
-    std::fs::write(&k, key.serialize_pem()).unwrap();
-    (c.display().to_string(), k.display().to_string())
-}
-
-fn connector(ca: &Ca, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca.pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-}
-use rustls::pki_types::pem::PemObject;
-
-/// Handshake with `sni`; returns the names of the certificate served, or the error.
+/// Handshake with the websecure entrypoint naming `sni`.
 async fn served_names(l: &Lariat, ca: &Ca, sni: &str) -> Result<Vec<String>, String> {
-    let tcp = tokio::net::TcpStream::connect(l.addr("websecure")).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
-    let tls = connector(ca, &[b"http/1.1"]).connect(name, tcp).await.map_err(|e| e.to_string())?;
-    let der = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
-    let (_, x) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
-    let san = x.subject_alternative_name().unwrap().unwrap();
-    Ok(san.value.general_names.iter().map(|n| n.to_string()).collect())
+    served_names_at(l.addr("websecure"), ca, sni).await
 }
 
 fn conf(certs: &str) -> String {

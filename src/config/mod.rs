@@ -108,6 +108,8 @@ pub struct Entrypoint {
     pub h2c: bool,
     /// http entrypoints: answer 308 to https on this https entrypoint.
     pub redirect_https: Option<String>,
+    /// Accept a PROXY protocol header from these sources (None: never).
+    pub proxy_protocol: Option<Vec<crate::net::Cidr>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

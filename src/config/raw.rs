@@ -68,6 +68,7 @@ pub struct RawEntrypoint {
     pub kind: String,
     pub h2c: Option<bool>,
     pub redirect_https: Option<String>,
+    pub proxy_protocol: Option<RawProxyProtocol>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +95,18 @@ pub struct RawService {
     pub read_timeout: Option<Dur>,
     pub health_check: Option<RawHealthCheck>,
     pub circuit_breaker: Option<RawBreaker>,
+    pub scheme: Option<String>,
+    pub tls_verify: Option<bool>,
+    pub ca_file: Option<String>,
+    pub sni: Option<String>,
+    pub proxy_protocol: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxyProtocol {
+    #[serde(default)]
+    pub trusted: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -151,6 +151,17 @@ fn entrypoints(raw: &BTreeMap<String, RawEntrypoint>, admin: &AdminSettings, p: 
         }
         if let (Some(kind), Some(listen)) = (kind, listen) {
             let h2c = kind == EntrypointKind::Http && ep.h2c.unwrap_or(true);
+            let proxy_protocol = ep.proxy_protocol.as_ref().map(|pp| {
+                pp.trusted
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, t)| {
+                        crate::net::Cidr::parse(t)
+                            .map_err(|e| p.add(format!("{key}.proxy_protocol.trusted[{i}]"), e))
+                            .ok()
+                    })
+                    .collect()
+            });
             out.insert(
                 name.clone(),
                 Entrypoint {
@@ -159,6 +170,7 @@ fn entrypoints(raw: &BTreeMap<String, RawEntrypoint>, admin: &AdminSettings, p: 
                     kind,
                     h2c,
                     redirect_https: ep.redirect_https.clone(),
+                    proxy_protocol,
                 },
             );
         }
@@ -248,6 +260,44 @@ fn services(raw: &BTreeMap<String, RawService>, p: &mut Problems) -> Vec<Service
         if let Some(b) = &s.circuit_breaker {
             spec.breaker = breaker(b, &format!("{key}.circuit_breaker"), p);
         }
+        match s.scheme.as_deref() {
+            None | Some("http") => {
+                for (k, set) in [
+                    ("tls_verify", s.tls_verify.is_some()),
+                    ("ca_file", s.ca_file.is_some()),
+                    ("sni", s.sni.is_some()),
+                ] {
+                    if set {
+                        p.add(format!("{key}.{k}"), "only applies to scheme = \"https\"");
+                    }
+                }
+            }
+            Some("https") => {
+                if let Some(ca) = &s.ca_file {
+                    if let Err(e) = std::fs::read(ca)
+                        .map_err(|e| e.to_string())
+                        .and_then(|b| crate::tls::roots(&b).map(|_| ()))
+                    {
+                        p.add(format!("{key}.ca_file"), format!("{ca}: {e}"));
+                    }
+                }
+                spec.upstream_tls = Some(crate::desired::UpstreamTls {
+                    verify: s.tls_verify.unwrap_or(true),
+                    ca_file: s.ca_file.clone().map(Into::into),
+                    sni: s.sni.clone(),
+                });
+            }
+            Some(other) => p.add(format!("{key}.scheme"), format!("{other:?} is not one of http, https")),
+        }
+        spec.send_proxy = match s.proxy_protocol.as_deref() {
+            None => None,
+            Some("v1") => Some(crate::desired::ProxyVersion::V1),
+            Some("v2") => Some(crate::desired::ProxyVersion::V2),
+            Some(other) => {
+                p.add(format!("{key}.proxy_protocol"), format!("{other:?} is not one of v1, v2"));
+                None
+            }
+        };
         out.push(spec);
     }
     out
@@ -603,6 +653,7 @@ fn routes(
             host,
             path_prefix,
             exact: false,
+            redirect_https: false,
             service,
         });
     }

@@ -124,6 +124,8 @@ pub struct EntrypointCounters {
     pub tls_error: AtomicU64,
     /// Connections closed for a missing or malformed ClientHello on passthrough entrypoints.
     pub rejected_tls: AtomicU64,
+    /// Connections closed for an untrusted or malformed PROXY header.
+    pub rejected_proxy: AtomicU64,
 }
 
 /// Counts an open connection while alive.

@@ -98,9 +98,13 @@ pub fn render(shared: &Shared, entrypoints: &[Entrypoint]) -> String {
         if ep.kind.is_http() {
             http(&mut out, &ep.name, "none", &c.unrouted);
         }
-        let rejected = c.rejected_tls.load(Relaxed);
-        if rejected > 0 {
-            out.add(REJECTED_CONNECTIONS, "", &[("entrypoint", &ep.name), ("reason", "tls")], rejected);
+        for (reason, n) in [
+            ("tls", c.rejected_tls.load(Relaxed)),
+            ("proxy_protocol", c.rejected_proxy.load(Relaxed)),
+        ] {
+            if n > 0 {
+                out.add(REJECTED_CONNECTIONS, "", &[("entrypoint", &ep.name), ("reason", reason)], n);
+            }
         }
         if ep.kind == crate::config::EntrypointKind::Https {
             out.add(

@@ -27,6 +27,8 @@ pub struct HttpProxy {
     pub tls: bool,
     /// Redirect every request to https on this port (ACME HTTP-01 paths excepted).
     pub redirect_port: Option<u16>,
+    /// The port of the first https entrypoint, for routes that ask for a redirect.
+    pub https_port: Option<u16>,
 }
 
 /// `https://host[:port]/path?query` for a request.
@@ -153,6 +155,13 @@ impl ProxyHttp for HttpProxy {
             respond::text(session, 404, respond::body_for(404)).await?;
             return Ok(true);
         };
+        if target.redirect_https && !self.tls && !req.uri.path().starts_with("/.well-known/acme-challenge/") {
+            if let Some(port) = self.https_port {
+                let location = https_location(req, port);
+                respond::redirect(session, &location).await?;
+                return Ok(true);
+            }
+        }
         let service = target.service.clone();
         ctx.target = Some(target);
         let Some(service) = service.filter(|s| !s.members.is_empty()) else {
@@ -175,7 +184,7 @@ impl ProxyHttp for HttpProxy {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         // A new attempt after an earlier one: that one failed.
         ctx.record(Attempt::Failed);
         let service = ctx
@@ -192,7 +201,21 @@ impl ProxyHttp for HttpProxy {
         ctx.tried.push(pick.index);
         let addr = pick.slot.member().addr;
         ctx.current = Some(Current { pick, recorded: false });
-        let mut peer = HttpPeer::new(addr, false, String::new());
+        let mut peer = match &service.spec.upstream_tls {
+            None => HttpPeer::new(addr, false, String::new()),
+            Some(tls) => {
+                let sni = tls
+                    .sni
+                    .clone()
+                    .unwrap_or_else(|| crate::route::strip_port(request_host(session.req_header())).to_string());
+                let mut p = HttpPeer::new(addr, true, sni);
+                p.options.verify_cert = tls.verify;
+                p.options.verify_hostname = tls.verify;
+                p.options.ca = service.upstream_ca.clone();
+                p.options.alpn = pingora_core::protocols::ALPN::H1;
+                p
+            }
+        };
         peer.options.connection_timeout = Some(service.spec.connect_timeout);
         peer.options.read_timeout = Some(service.spec.read_timeout);
         Ok(Box::new(peer))

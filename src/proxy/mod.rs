@@ -1,6 +1,7 @@
 //! The data path: the L7 HTTP proxy and the L4 TCP forwarder, one instance per entrypoint.
 
 pub mod http;
+pub mod pp;
 mod respond;
 pub mod sni;
 pub mod tcp;

@@ -28,6 +28,30 @@ pub struct TcpProxy {
     pub shared: Arc<Shared>,
     /// This entrypoint's own counters.
     pub counters: Arc<crate::metrics::EntrypointCounters>,
+    /// Sources trusted to send a PROXY header (None: the entrypoint does not accept one).
+    pub proxy_protocol: Option<Arc<[crate::net::Cidr]>>,
+}
+
+/// Accept a PROXY header on `io` per the entrypoint's settings; None: the connection is closed.
+pub async fn accept_proxy(
+    io: Stream,
+    trusted: Option<&Arc<[crate::net::Cidr]>>,
+    counters: &crate::metrics::EntrypointCounters,
+    ep: &str,
+) -> Option<Stream> {
+    let Some(trusted) = trusted else { return Some(io) };
+    let peer = client_of(&io)?.ip();
+    let mut l4 = io.into_any().downcast::<L4Stream>().ok()?;
+    match super::pp::accept(&mut l4, peer, trusted).await {
+        Ok(_) => Some(l4),
+        Err(e) => {
+            log::debug!("{ep}: {e}");
+            if e != super::pp::PpError::Closed {
+                counters.rejected_proxy.fetch_add(1, Ordering::Relaxed);
+            }
+            None
+        }
+    }
 }
 
 /// The client address of a connection.
@@ -75,6 +99,18 @@ impl TcpProxy {
             }
             return;
         };
+        if let Some(version) = service.spec.send_proxy {
+            let local = io
+                .get_socket_digest()
+                .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied());
+            if let (Some(c), Some(l)) = (client, local) {
+                use tokio::io::AsyncWriteExt;
+                if let Err(e) = upstream.write_all(&super::pp::header(version, c, l)).await {
+                    log::debug!("tcp {}: sending the PROXY header: {e}", self.entrypoint);
+                    return;
+                }
+            }
+        }
         let counters = service.stats.tcp.get(&self.entrypoint);
         counters.connections.fetch_add(1, Ordering::Relaxed);
         let result = tokio::io::copy_bidirectional(&mut io, &mut upstream).await;
@@ -107,6 +143,7 @@ impl ServerApp for TcpProxy {
     async fn process_new(self: &Arc<Self>, io: Stream, _shutdown: &ShutdownWatch) -> Option<Stream> {
         let start = Instant::now();
         let _open = OpenGuard::new(self.counters.clone());
+        let io = accept_proxy(io, self.proxy_protocol.as_ref(), &self.counters, &self.entrypoint).await?;
         let snap = self.shared.registry.snapshot();
         let table = snap.tcp.get(&*self.entrypoint)?;
         if !table.by_sni() {

@@ -15,8 +15,8 @@ use rustls::ServerConfig;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// Load every certificate of the settings into a table; the first error is returned.
-pub fn load_table(settings: &TlsSettings) -> Result<Table, cert::CertError> {
+/// Load every certificate file of the settings (and the default); the first error is returned.
+pub fn load_files(settings: &TlsSettings) -> Result<(Vec<cert::Loaded>, Option<cert::Loaded>), cert::CertError> {
     let certs = settings
         .certificates
         .iter()
@@ -27,7 +27,7 @@ pub fn load_table(settings: &TlsSettings) -> Result<Table, cert::CertError> {
         .as_ref()
         .map(|f| cert::load(&f.cert, &f.key))
         .transpose()?;
-    Ok(Table::new(certs, default))
+    Ok((certs, default))
 }
 
 /// The rustls config of every https entrypoint: certificates from `store`, ALPN h2 then
@@ -84,14 +84,30 @@ impl BackgroundService for CertWatcher {
                 pending = Some(now);
                 continue;
             }
-            match load_table(&self.settings) {
-                Ok(t) => {
-                    log::info!("tls: certificates reloaded ({} in the table)", t.all.len());
-                    self.store.replace(t);
+            match load_files(&self.settings) {
+                Ok((certs, default)) => {
+                    log::info!("tls: certificate files reloaded ({})", certs.len() + default.is_some() as usize);
+                    self.store.set_files(certs, default);
                 }
                 Err(e) => log::error!("tls: certificate reload refused, the certificates in force stay: {e}"),
             }
             last = pending.take().unwrap_or_default();
         }
     }
+}
+
+/// PEM roots (a CA file) in the form Pingora's upstream TLS takes.
+pub fn roots(pem: &[u8]) -> Result<Arc<pingora_core::protocols::tls::CaType>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("not PEM certificates: {e}"))?;
+    if certs.is_empty() {
+        return Err("no certificate in the file".into());
+    }
+    let wrapped: Vec<pingora_core::utils::tls::WrappedX509> = certs
+        .into_iter()
+        .map(|c| pingora_core::utils::tls::WrappedX509::new(c.as_ref().to_vec(), pingora_core::utils::tls::parse_x509))
+        .collect();
+    Ok(Arc::from(wrapped.into_boxed_slice()))
 }

@@ -20,10 +20,9 @@ pub struct Table {
 
 impl Table {
     /// A table from certificates; the first to claim a name keeps it.
-    pub fn new(certs: Vec<Loaded>, default: Option<Loaded>) -> Table {
+    pub fn new(certs: Vec<Arc<Loaded>>, default: Option<Arc<Loaded>>) -> Table {
         let mut t = Table::default();
         for c in certs {
-            let c = Arc::new(c);
             for n in &c.names {
                 match n.strip_prefix("*.") {
                     Some(parent) => t.wildcard.entry(parent.to_string()).or_insert_with(|| c.clone()),
@@ -33,7 +32,6 @@ impl Table {
             t.all.push((c, false));
         }
         if let Some(d) = default {
-            let d = Arc::new(d);
             t.all.push((d.clone(), true));
             t.default = Some(d);
         }
@@ -56,9 +54,18 @@ impl Table {
     }
 }
 
+/// The certificates each source contributes.
+#[derive(Default)]
+struct Sources {
+    files: Vec<Arc<Loaded>>,
+    default: Option<Arc<Loaded>>,
+    kubernetes: Vec<Arc<Loaded>>,
+}
+
 #[derive(Default)]
 pub struct CertStore {
     table: ArcSwap<Table>,
+    sources: std::sync::Mutex<Sources>,
 }
 
 impl std::fmt::Debug for CertStore {
@@ -68,8 +75,26 @@ impl std::fmt::Debug for CertStore {
 }
 
 impl CertStore {
-    pub fn replace(&self, t: Table) {
-        self.table.store(Arc::new(t));
+    /// Swap in a table built from every source: files first, then Kubernetes (a name claimed by a
+    /// file keeps the file's certificate).
+    fn rebuild(&self, s: &Sources) {
+        let all = s.files.iter().chain(s.kubernetes.iter()).cloned().collect();
+        self.table.store(Arc::new(Table::new(all, s.default.clone())));
+    }
+
+    /// Replace the certificates from files (and the default).
+    pub fn set_files(&self, certs: Vec<Loaded>, default: Option<Loaded>) {
+        let mut s = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        s.files = certs.into_iter().map(Arc::new).collect();
+        s.default = default.map(Arc::new);
+        self.rebuild(&s);
+    }
+
+    /// Replace the certificates from Kubernetes Secrets.
+    pub fn set_kubernetes(&self, certs: Vec<Loaded>) {
+        let mut s = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        s.kubernetes = certs.into_iter().map(Arc::new).collect();
+        self.rebuild(&s);
     }
 
     pub fn table(&self) -> Arc<Table> {

@@ -145,6 +145,7 @@ mod tests {
                 host: HostMatch::Exact(format!("{}.test", s.id.0.trim_end_matches("@file"))),
                 path_prefix: "/".into(),
                 exact: false,
+                redirect_https: false,
                 service: s.id.clone(),
             })
             .collect();

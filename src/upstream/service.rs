@@ -27,6 +27,8 @@ pub struct Service {
     /// Under recreateOnQuorum: whether the service currently fails open (kept by the health loop
     /// for reporting; selection decides for itself).
     pub fail_open: Arc<AtomicBool>,
+    /// Roots for TLS to the backends, from `ca_file` (None: the system's).
+    pub upstream_ca: Option<Arc<pingora_core::protocols::tls::CaType>>,
 }
 
 /// A chosen backend: its index, its connection slot, and whether the request is its breaker's probe.
@@ -83,6 +85,19 @@ impl Service {
             },
         );
         let fail_open = previous.map(|p| p.fail_open.clone()).unwrap_or_default();
+        let upstream_ca = spec.upstream_tls.as_ref().and_then(|t| t.ca_file.as_ref()).and_then(|path| {
+            match std::fs::read(path).map_err(|e| e.to_string()).and_then(|b| crate::tls::roots(&b)) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    log::error!(
+                        "service {}: ca_file {}: {e}; verifying against the system roots",
+                        spec.id,
+                        path.display()
+                    );
+                    None
+                }
+            }
+        });
         Service {
             spec,
             members,
@@ -92,6 +107,7 @@ impl Service {
             stats,
             breaker,
             fail_open,
+            upstream_ca,
         }
     }
 

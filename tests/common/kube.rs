@@ -24,13 +24,14 @@ pub enum Kind {
     Ingress,
     Service,
     EndpointSlice,
+    Secret,
 }
 
 impl Kind {
     fn api_version(self) -> &'static str {
         match self {
             Kind::Ingress => "networking.k8s.io/v1",
-            Kind::Service => "v1",
+            Kind::Service | Kind::Secret => "v1",
             Kind::EndpointSlice => "discovery.k8s.io/v1",
         }
     }
@@ -39,6 +40,7 @@ impl Kind {
             Kind::Ingress => "Ingress",
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
+            Kind::Secret => "Secret",
         }
     }
     fn from_path(path: &str) -> Option<(Kind, Option<String>)> {
@@ -47,6 +49,7 @@ impl Kind {
             ("ingresses", p) if p.starts_with("/apis/networking.k8s.io/v1") => Kind::Ingress,
             ("services", p) if p.starts_with("/api/v1") => Kind::Service,
             ("endpointslices", p) if p.starts_with("/apis/discovery.k8s.io/v1") => Kind::EndpointSlice,
+            ("secrets", p) if p.starts_with("/api/v1") => Kind::Secret,
             _ => return None,
         };
         let ns = prefix.split("/namespaces/").nth(1).map(|s| s.to_string());
@@ -268,6 +271,12 @@ async fn answer(
         query.get("resourceVersion").cloned().unwrap_or_default()
     ));
     let in_scope = move |ev_ns: &str| ns.as_deref().is_none_or(|n| n == ev_ns);
+    // fieldSelector=type=X (the only field selector lariat uses).
+    let type_is: Option<String> = query
+        .get("fieldSelector")
+        .map(|f| f.replace("%3D", "=").replace("%2F", "/"))
+        .and_then(|f| f.strip_prefix("type=").map(str::to_string));
+    let selected = move |o: &Value| type_is.as_deref().is_none_or(|t| o["type"].as_str() == Some(t));
     if !watching {
         let slow = state.lock().unwrap().slow_list.filter(|(k, _)| *k == kind);
         if let Some((_, delay)) = slow {
@@ -278,7 +287,7 @@ async fn answer(
         let items: Vec<Value> = s
             .objects
             .iter()
-            .filter(|((k, n, _), _)| *k == kind && in_scope(n))
+            .filter(|((k, n, _), o)| *k == kind && in_scope(n) && selected(o))
             .map(|(_, o)| o.clone())
             .collect();
         let list = json!({"kind": format!("{}List", kind.name()), "apiVersion": kind.api_version(),
@@ -296,7 +305,7 @@ async fn answer(
         let backlog: Vec<Ev> = s
             .log
             .iter()
-            .filter(|e| e.rv > from && e.kind == kind && in_scope(&e.ns))
+            .filter(|e| e.rv > from && e.kind == kind && in_scope(&e.ns) && selected(&e.object))
             .cloned()
             .collect();
         (backlog, s.generation, expired, s.rv)
@@ -336,7 +345,7 @@ async fn answer(
                 }
                 e = live.recv() => {
                     let Ok(e) = e else { return };
-                    if e.rv <= last || e.kind != kind || !in_scope(&e.ns) {
+                    if e.rv <= last || e.kind != kind || !in_scope(&e.ns) || !selected(&e.object) {
                         continue;
                     }
                     last = e.rv;
@@ -381,4 +390,26 @@ pub fn slice(ns: &str, name: &str, svc: &str, port_name: &str, port: u16, endpoi
     json!({"metadata": {"name": name, "namespace": ns, "labels": {"kubernetes.io/service-name": svc}},
            "addressType": if endpoints.first().is_some_and(|e| e.0.contains(':')) { "IPv6" } else { "IPv4" },
            "ports": [{"name": port_name, "port": port, "protocol": "TCP"}], "endpoints": eps})
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in bytes.chunks(3) {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A `kubernetes.io/tls` Secret.
+pub fn tls_secret(ns: &str, name: &str, cert_pem: &str, key_pem: &str) -> Value {
+    json!({"metadata": {"name": name, "namespace": ns}, "type": "kubernetes.io/tls",
+           "data": {"tls.crt": base64(cert_pem.as_bytes()), "tls.key": base64(key_pem.as_bytes())}})
 }

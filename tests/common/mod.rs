@@ -1,6 +1,7 @@
 //! Test helpers: real backends on 127.0.0.1:0 and a real lariat started in-process.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod kube;
 pub mod rancher;
 

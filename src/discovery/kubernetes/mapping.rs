@@ -9,7 +9,7 @@ use crate::desired::{
     BackendSpec, Balance, CheckKind, Desired, Expression, HashKey, HealthCheckSpec, HostMatch, HttpRoute, ServiceId, ServiceSpec, Strategy,
     TcpRoute,
 };
-use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::api::core::v1::{Secret, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,6 +29,8 @@ pub struct Objects {
     pub ingresses: Vec<Arc<Ingress>>,
     pub services: Vec<Arc<Service>>,
     pub slices: Vec<Arc<EndpointSlice>>,
+    /// Secrets of type kubernetes.io/tls.
+    pub secrets: Vec<Arc<Secret>>,
 }
 
 fn ns_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (String, String) {
@@ -225,6 +227,56 @@ fn paths(path: Option<&str>, path_type: &str) -> Result<Vec<(String, bool)>, Str
     }
 }
 
+/// The certificates of the Ingresses' `spec.tls` (the `kubernetes.io/tls` Secret of the
+/// Ingress's namespace, `tls.crt` and `tls.key`); a missing or invalid Secret is skipped with a
+/// reason, and its hosts get the default certificate.
+pub fn certificates(o: &Objects, cfg: &KubernetesProvider) -> (Vec<crate::tls::cert::Loaded>, Vec<Skipped>) {
+    let secrets: BTreeMap<(String, String), &Secret> = o.secrets.iter().map(|s| (ns_name(&s.metadata), s.as_ref())).collect();
+    let mut seen = BTreeSet::new();
+    let (mut out, mut skipped) = (Vec::new(), Vec::new());
+    for ing in o.ingresses.iter().filter(|i| class_matches(i, &cfg.ingress_class)) {
+        let (ns, name) = ns_name(&ing.metadata);
+        for t in ing.spec.iter().flat_map(|s| s.tls.iter().flatten()) {
+            let Some(secret) = &t.secret_name else { continue };
+            if !seen.insert((ns.clone(), secret.clone())) {
+                continue;
+            }
+            let what = format!("ingress {ns}/{name}");
+            let found = secrets
+                .get(&(ns.clone(), secret.clone()))
+                .filter(|s| s.type_.as_deref() == Some("kubernetes.io/tls"));
+            let Some(s) = found else {
+                skipped.push(Skipped {
+                    object: what,
+                    reason: format!("secret {ns}/{secret} does not exist or is not of type kubernetes.io/tls"),
+                });
+                continue;
+            };
+            let data = s.data.as_ref();
+            let (Some(crt), Some(key)) = (data.and_then(|d| d.get("tls.crt")), data.and_then(|d| d.get("tls.key"))) else {
+                skipped.push(Skipped {
+                    object: what,
+                    reason: format!("secret {ns}/{secret} lacks tls.crt or tls.key"),
+                });
+                continue;
+            };
+            match crate::tls::cert::from_pem(
+                &crt.0,
+                &key.0,
+                crate::tls::cert::Source::Kubernetes,
+                format!("secret {ns}/{secret}"),
+            ) {
+                Ok(c) => out.push(c),
+                Err(e) => skipped.push(Skipped {
+                    object: what,
+                    reason: format!("secret {ns}/{secret}: {e}"),
+                }),
+            }
+        }
+    }
+    (out, skipped)
+}
+
 /// The desired state for the watched objects.
 pub fn desired(o: &Objects, cfg: &KubernetesProvider, tcp_entrypoints: &[String]) -> (Desired, Vec<Skipped>) {
     let idx = Index::new(o);
@@ -266,7 +318,22 @@ pub fn desired(o: &Objects, cfg: &KubernetesProvider, tcp_entrypoints: &[String]
         let (ns, name) = ns_name(&ing.metadata);
         let what = format!("ingress {ns}/{name}");
         let Some(spec) = &ing.spec else { continue };
+        // lariat.io/ssl-redirect: the hosts of spec.tls answer plain http with a redirect.
+        let ssl_redirect = ing
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("lariat.io/ssl-redirect"))
+            .is_some_and(|v| v.trim() == "true");
+        let tls_hosts: BTreeSet<String> = spec
+            .tls
+            .iter()
+            .flatten()
+            .flat_map(|t| t.hosts.iter().flatten())
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
         for rule in spec.rules.as_deref().unwrap_or(&[]) {
+            let redirect_https = ssl_redirect && rule.host.as_ref().is_some_and(|h| tls_hosts.contains(&h.to_ascii_lowercase()));
             let host = match rule.host.as_deref().map(HostMatch::parse).unwrap_or(Ok(HostMatch::Any)) {
                 Ok(h) => h,
                 Err(reason) => {
@@ -297,6 +364,7 @@ pub fn desired(o: &Objects, cfg: &KubernetesProvider, tcp_entrypoints: &[String]
                         host: host.clone(),
                         path_prefix: path,
                         exact,
+                        redirect_https,
                         service: id.clone(),
                     });
                 }
@@ -309,6 +377,7 @@ pub fn desired(o: &Objects, cfg: &KubernetesProvider, tcp_entrypoints: &[String]
                     host: HostMatch::Any,
                     path_prefix: "/".into(),
                     exact: false,
+                    redirect_https: false,
                     service: id,
                 });
             }

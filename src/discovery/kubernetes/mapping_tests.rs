@@ -31,6 +31,7 @@ fn ingress(ns: &str, name: &str, spec: Value, annotations: Value) -> Arc<Ingress
 
 fn objects() -> Objects {
     Objects {
+        secrets: vec![],
         ingresses: vec![ingress(
             "shop",
             "web",

@@ -1,5 +1,5 @@
-//! The Kubernetes provider: kube-rs watchers with reflector stores on Ingresses, Services and
-//! EndpointSlices (all namespaces or the listed ones). It publishes only once every initial list
+//! The Kubernetes provider: kube-rs watchers with reflector stores on Ingresses, Services,
+//! EndpointSlices and TLS Secrets (all namespaces or the listed ones). It publishes only once every initial list
 //! is complete, coalesces bursts of events, and keeps the last good state through dropped
 //! watches, 410 relists (the store is replaced whole on `InitDone`) and API outages.
 
@@ -12,7 +12,7 @@ use crate::state::Shared;
 use async_trait::async_trait;
 use futures_util::stream::{BoxStream, SelectAll};
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::runtime::reflector::{self, Store};
@@ -75,6 +75,7 @@ struct Stores {
     ingresses: Vec<Store<Ingress>>,
     services: Vec<Store<Service>>,
     slices: Vec<Store<EndpointSlice>>,
+    secrets: Vec<Store<Secret>>,
 }
 
 impl Stores {
@@ -83,24 +84,26 @@ impl Stores {
             ingresses: self.ingresses.iter().flat_map(|s| s.state()).collect(),
             services: self.services.iter().flat_map(|s| s.state()).collect(),
             slices: self.slices.iter().flat_map(|s| s.state()).collect(),
+            secrets: self.secrets.iter().flat_map(|s| s.state()).collect(),
         }
     }
 }
 
-fn watch<K>(api: Api<K>, index: usize, streams: &mut SelectAll<BoxStream<'static, Msg>>) -> Store<K>
+fn watch<K>(api: Api<K>, index: usize, fields: Option<&str>, streams: &mut SelectAll<BoxStream<'static, Msg>>) -> Store<K>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Default,
 {
     let (reader, writer) = reflector::store::<K>();
-    let s = watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .map(move |ev| match ev {
-            Ok(Event::InitDone) => Msg::Listed(index),
-            Ok(_) => Msg::Changed,
-            Err(e) => Msg::Error(e.to_string()),
-        });
+    let mut wc = watcher::Config::default();
+    if let Some(f) = fields {
+        wc = wc.fields(f);
+    }
+    let s = watcher::watcher(api, wc).default_backoff().reflect(writer).map(move |ev| match ev {
+        Ok(Event::InitDone) => Msg::Listed(index),
+        Ok(_) => Msg::Changed,
+        Err(e) => Msg::Error(e.to_string()),
+    });
     streams.push(s.boxed());
     reader
 }
@@ -113,6 +116,7 @@ impl Kubernetes {
             ingresses: vec![],
             services: vec![],
             slices: vec![],
+            secrets: vec![],
         };
         let scopes: Vec<Option<&str>> = if self.cfg.namespaces.is_empty() {
             vec![None]
@@ -130,16 +134,24 @@ impl Kubernetes {
                     }
                 };
             }
-            stores.ingresses.push(watch(api!(Ingress), i, &mut streams));
-            stores.services.push(watch(api!(Service), i + 1, &mut streams));
-            stores.slices.push(watch(api!(EndpointSlice), i + 2, &mut streams));
-            i += 3;
+            stores.ingresses.push(watch(api!(Ingress), i, None, &mut streams));
+            stores.services.push(watch(api!(Service), i + 1, None, &mut streams));
+            stores.slices.push(watch(api!(EndpointSlice), i + 2, None, &mut streams));
+            // Only TLS Secrets, and only to serve the certificates Ingresses ask for.
+            stores
+                .secrets
+                .push(watch(api!(Secret), i + 3, Some("type=kubernetes.io/tls"), &mut streams));
+            i += 4;
         }
         (stores, streams)
     }
 
     fn publish(&self, stores: &Stores, last_skipped: &mut Vec<Skipped>) {
-        let (d, skipped) = desired(&stores.objects(), &self.cfg, &self.tcp_entrypoints);
+        let objects = stores.objects();
+        let (d, mut skipped) = desired(&objects, &self.cfg, &self.tcp_entrypoints);
+        let (certs, cert_skipped) = mapping::certificates(&objects, &self.cfg);
+        skipped.extend(cert_skipped);
+        self.shared.certs.set_kubernetes(certs);
         if skipped != *last_skipped {
             for s in &skipped {
                 log::warn!("kubernetes: {} skipped: {}", s.object, s.reason);

@@ -300,6 +300,7 @@ pub fn desired(
             hosts.push(format!("{}.{}.{}", s.name, s.stack_name, domain).to_ascii_lowercase());
         }
         let prefix = prefix.unwrap_or_else(|| "/".into());
+        let redirect_https = label(&s.labels, "lariat.redirect_https", None).is_some_and(truthy);
         if !prefix.starts_with('/') {
             skip(format!("path prefix {prefix:?} must start with '/'"));
             continue;
@@ -317,6 +318,7 @@ pub fn desired(
                 host,
                 path_prefix: prefix.clone(),
                 exact: false,
+                redirect_https,
                 service: id.clone(),
             });
         }
