@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Installs what building lariat needs beyond Rust: cmake (pingora-core builds libz-ng-sys with it)
-# and a C compiler. Debian/Ubuntu via apt-get (as root, or through sudo); elsewhere it says what
-# is missing and stops.
+# and a C compiler; with --test also pebble, the ACME test server the ACME test runs against.
+# Debian/Ubuntu via apt-get (as root, or through sudo); elsewhere it says what is missing and stops.
 set -euo pipefail
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v make >/dev/null 2>&1 || missing+=(make)
+if [ "${1:-}" = "--test" ]; then
+  command -v pebble >/dev/null 2>&1 || missing+=(pebble)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
-echo "setup: installing ${missing[*]} (needed to build pingora)" >&2
+echo "setup: installing ${missing[*]}" >&2
 if command -v apt-get >/dev/null 2>&1; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"

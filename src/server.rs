@@ -295,6 +295,22 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
         server.add_service(background_service("kubernetes provider", provider));
     }
 
+    if let Some(acme) = &config.tls.acme {
+        let https_entrypoints = config
+            .entrypoints
+            .values()
+            .filter(|e| e.kind == EntrypointKind::Https)
+            .map(|e| e.name.clone())
+            .collect();
+        server.add_service(background_service(
+            "acme",
+            crate::tls::acme::Acme {
+                settings: acme.clone(),
+                shared: shared.clone(),
+                https_entrypoints,
+            },
+        ));
+    }
     if !config.tls.certificates.is_empty() || config.tls.default_certificate.is_some() {
         let watcher = crate::tls::CertWatcher {
             settings: config.tls.clone(),

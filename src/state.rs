@@ -30,6 +30,10 @@ pub struct Shared {
     reloads_ok: AtomicU64,
     reloads_error: AtomicU64,
     providers: Mutex<BTreeMap<String, ProviderStatus>>,
+    /// HTTP-01 answers by token, while an ACME order waits for validation.
+    acme_challenges: Mutex<std::collections::HashMap<String, String>>,
+    acme_ok: AtomicU64,
+    acme_error: AtomicU64,
 }
 
 impl Default for Shared {
@@ -49,6 +53,9 @@ impl Shared {
             reloads_ok: AtomicU64::new(0),
             reloads_error: AtomicU64::new(0),
             providers: Mutex::new(BTreeMap::new()),
+            acme_challenges: Mutex::new(Default::default()),
+            acme_ok: AtomicU64::new(0),
+            acme_error: AtomicU64::new(0),
         }
     }
 
@@ -92,5 +99,29 @@ impl Shared {
 
     pub fn providers(&self) -> BTreeMap<String, ProviderStatus> {
         self.providers.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Publish (Some) or withdraw (None) the HTTP-01 answer for a token.
+    pub fn acme_challenge(&self, token: &str, key_authorization: Option<String>) {
+        let mut c = self.acme_challenges.lock().unwrap_or_else(|e| e.into_inner());
+        match key_authorization {
+            Some(k) => c.insert(token.to_string(), k),
+            None => c.remove(token),
+        };
+    }
+
+    /// The HTTP-01 answer for a token, if an order waits for it.
+    pub fn acme_answer(&self, token: &str) -> Option<String> {
+        self.acme_challenges.lock().unwrap_or_else(|e| e.into_inner()).get(token).cloned()
+    }
+
+    pub fn count_acme(&self, ok: bool) {
+        let c = if ok { &self.acme_ok } else { &self.acme_error };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (ok, error) ACME orders.
+    pub fn acme_orders(&self) -> (u64, u64) {
+        (self.acme_ok.load(Ordering::Relaxed), self.acme_error.load(Ordering::Relaxed))
     }
 }

@@ -97,6 +97,25 @@ pub struct TlsSettings {
     /// Served when no certificate matches the SNI; none: such handshakes are refused.
     pub default_certificate: Option<CertFiles>,
     pub certificates: Vec<CertFiles>,
+    pub acme: Option<AcmeSettings>,
+}
+
+/// `[tls.acme]`: certificates from an ACME (RFC 8555) CA, HTTP-01 answered on http entrypoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcmeSettings {
+    pub email: String,
+    /// The directory URL.
+    pub directory: String,
+    /// An extra root to trust for the directory (a private or test CA).
+    pub ca_file: Option<PathBuf>,
+    /// Account key and issued certificates (files mode 0600). Default /var/lib/lariat/acme.
+    pub storage: PathBuf,
+    /// A certificate for each exact host routed on an https entrypoint that no other certificate
+    /// covers. Default true.
+    pub on_host_rule: bool,
+    pub domains: Vec<String>,
+    /// Renew this long before expiry. Default 30 days.
+    pub renew_before: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

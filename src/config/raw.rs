@@ -33,6 +33,20 @@ pub struct RawTls {
     pub default_certificate: Option<RawCertFiles>,
     #[serde(default)]
     pub certificates: Vec<RawCertFiles>,
+    pub acme: Option<RawAcme>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcme {
+    pub email: String,
+    pub directory: String,
+    pub ca_file: Option<String>,
+    pub storage: Option<String>,
+    pub on_host_rule: Option<bool>,
+    #[serde(default)]
+    pub domains: Vec<String>,
+    pub renew_before: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -405,11 +405,47 @@ fn tls(raw: &RawTls, eps: &BTreeMap<String, Entrypoint>, p: &mut Problems) -> Tl
         .enumerate()
         .map(|(i, f)| check(f, format!("tls.certificates[{i}]")))
         .collect();
-    let _ = eps;
+    let acme = raw.acme.as_ref().map(|a| {
+        if !a.email.contains('@') {
+            p.add("tls.acme.email", format!("{:?} is not an email address", a.email));
+        }
+        if !(a.directory.starts_with("https://") || a.directory.starts_with("http://")) || reqwest::Url::parse(&a.directory).is_err() {
+            p.add("tls.acme.directory", format!("{:?} is not a URL", a.directory));
+        }
+        if let Some(ca) = a.ca_file.as_ref().filter(|c| !c.is_empty()) {
+            if let Err(e) = std::fs::read(ca)
+                .map_err(|e| e.to_string())
+                .and_then(|b| crate::tls::roots(&b).map(|_| ()))
+            {
+                p.add("tls.acme.ca_file", format!("{ca}: {e}"));
+            }
+        }
+        for (i, d) in a.domains.iter().enumerate() {
+            if !matches!(HostMatch::parse(d), Ok(HostMatch::Exact(_))) {
+                p.add(
+                    format!("tls.acme.domains[{i}]"),
+                    format!("{d:?} is not a host name (HTTP-01 cannot issue wildcards)"),
+                );
+            }
+        }
+        if !eps.values().any(|e| e.kind == EntrypointKind::Http) {
+            p.add("tls.acme", "HTTP-01 needs an http entrypoint to answer on");
+        }
+        AcmeSettings {
+            email: a.email.clone(),
+            directory: a.directory.clone(),
+            ca_file: a.ca_file.clone().filter(|c| !c.is_empty()).map(Into::into),
+            storage: a.storage.clone().unwrap_or_else(|| "/var/lib/lariat/acme".into()).into(),
+            on_host_rule: a.on_host_rule.unwrap_or(true),
+            domains: a.domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+            renew_before: a.renew_before.map(|d| d.0).unwrap_or(Duration::from_secs(30 * 86400)),
+        }
+    });
     TlsSettings {
         min_version,
         default_certificate,
         certificates,
+        acme,
     }
 }
 

@@ -220,6 +220,11 @@ pub fn render(shared: &Shared, entrypoints: &[Entrypoint]) -> String {
             out.add(PROVIDER_LAST_SUCCESS, "", &[("provider", &name)], format!("{secs:.3}"));
         }
     }
+    let (aok, aerr) = shared.acme_orders();
+    if aok + aerr > 0 {
+        out.add(ACME_ORDERS, "", &[("result", "ok")], aok);
+        out.add(ACME_ORDERS, "", &[("result", "error")], aerr);
+    }
     let (ok, err) = shared.reloads();
     out.add(CONFIG_RELOADS, "", &[("result", "ok")], ok);
     out.add(CONFIG_RELOADS, "", &[("result", "error")], err);

@@ -136,6 +136,14 @@ impl ProxyHttp for HttpProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.start = Instant::now();
         ctx.client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        if !self.tls {
+            if let Some(token) = session.req_header().uri.path().strip_prefix("/.well-known/acme-challenge/") {
+                if let Some(answer) = self.shared.acme_answer(token) {
+                    respond::text_owned(session, 200, answer).await?;
+                    return Ok(true);
+                }
+            }
+        }
         if let Some(port) = self.redirect_port {
             let req = session.req_header();
             if !req.uri.path().starts_with("/.well-known/acme-challenge/") && !request_host(req).is_empty() {

@@ -22,6 +22,16 @@ pub async fn text(session: &mut Session, status: u16, body: &'static str) -> pin
     Ok(())
 }
 
+/// A 200 (or other) plain-text answer with a body made at run time.
+pub async fn text_owned(session: &mut Session, status: u16, body: String) -> pingora_core::Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(3))?;
+    resp.insert_header("content-type", "text/plain")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(bytes::Bytes::from(body)), true).await?;
+    Ok(())
+}
+
 /// Answer 308 to `location`.
 pub async fn redirect(session: &mut Session, location: &str) -> pingora_core::Result<()> {
     let mut resp = ResponseHeader::build(308, Some(4))?;

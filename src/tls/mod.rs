@@ -2,6 +2,7 @@
 //! resolver that reads an ArcSwap, the rustls server config (ALPN h2 and http/1.1, minimum
 //! version), and a watcher that reloads certificate files when they change.
 
+pub mod acme;
 pub mod cert;
 mod store;
 

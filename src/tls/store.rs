@@ -60,6 +60,7 @@ struct Sources {
     files: Vec<Arc<Loaded>>,
     default: Option<Arc<Loaded>>,
     kubernetes: Vec<Arc<Loaded>>,
+    acme: Vec<Arc<Loaded>>,
 }
 
 #[derive(Default)]
@@ -78,7 +79,7 @@ impl CertStore {
     /// Swap in a table built from every source: files first, then Kubernetes (a name claimed by a
     /// file keeps the file's certificate).
     fn rebuild(&self, s: &Sources) {
-        let all = s.files.iter().chain(s.kubernetes.iter()).cloned().collect();
+        let all = s.files.iter().chain(s.kubernetes.iter()).chain(s.acme.iter()).cloned().collect();
         self.table.store(Arc::new(Table::new(all, s.default.clone())));
     }
 
@@ -88,6 +89,23 @@ impl CertStore {
         s.files = certs.into_iter().map(Arc::new).collect();
         s.default = default.map(Arc::new);
         self.rebuild(&s);
+    }
+
+    /// Replace the certificates obtained by ACME.
+    pub fn set_acme(&self, certs: Vec<Arc<Loaded>>) {
+        let mut s = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        s.acme = certs;
+        self.rebuild(&s);
+    }
+
+    /// Whether a certificate from a file or a Secret serves `name` (the default does not count).
+    pub fn covered_by_others(&self, name: &str) -> bool {
+        let s = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        let parent = name.split_once('.').map(|(_, p)| format!("*.{p}"));
+        s.files
+            .iter()
+            .chain(s.kubernetes.iter())
+            .any(|c| c.names.iter().any(|n| n == name || Some(n) == parent.as_ref()))
     }
 
     /// Replace the certificates from Kubernetes Secrets.
