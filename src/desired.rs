@@ -377,6 +377,8 @@ pub struct Desired {
     pub http_routes: Vec<HttpRoute>,
     pub tcp_routes: Vec<TcpRoute>,
     pub services: Vec<ServiceSpec>,
+    /// Host names this provider asks ACME certificates for (Rancher's `lariat.tls.acme`).
+    pub acme_names: Vec<String>,
 }
 
 #[cfg(test)]

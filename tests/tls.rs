@@ -474,3 +474,96 @@ fn sni_route_rules() {
     let ok = format!("{base}[[routes]]\nentrypoints = [\"tls\"]\nsni = [\"a.com\", \"*.a.com\"]\nservice = \"a\"\n[[routes]]\nentrypoints = [\"tls\"]\nservice = \"b\"\n");
     lariat::Config::parse(&ok).unwrap();
 }
+
+/// An HTTPS backend (certificate for `name` from `ca`) answering every request with "tls-hello".
+async fn https_backend(ca: &Ca, dir: &Path, name: &str) -> std::net::SocketAddr {
+    let (c, k) = issue(ca, dir, "https-backend", &[name]);
+    let chain: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(&c)
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&k).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let Ok(mut tls) = acceptor.accept(s).await else { return };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = tls
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nX-Backend: secure\r\nConnection: close\r\n\r\ntls-hello")
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_backends_verified_against_ca_file() {
+    let ca = ca();
+    let other_ca = common::certs::ca();
+    let mut l = Lariat::new(&[]);
+    let dir = l.path.parent().unwrap().to_path_buf();
+    let backend = https_backend(&ca, &dir, "backend.internal").await;
+    let (ca_path, other_path) = (dir.join("ca.pem"), dir.join("other-ca.pem"));
+    std::fs::write(&ca_path, &ca.pem).unwrap();
+    std::fs::write(&other_path, &other_ca.pem).unwrap();
+    l.extra.insert("b:secure".into(), backend.to_string());
+    let conf = format!(
+        r#"
+[server]
+threads = 1
+grace_period = "0s"
+access_log = false
+[admin]
+listen = "{{admin}}"
+[entrypoints.web]
+listen = "{{web}}"
+kind = "http"
+[[routes]]
+host = "good.test"
+service = "good"
+[[routes]]
+host = "untrusted.test"
+service = "untrusted"
+[services.good]
+backends = ["{{b:secure}}"]
+scheme = "https"
+ca_file = "{}"
+sni = "backend.internal"
+retries = 0
+[services.untrusted]
+backends = ["{{b:secure}}"]
+scheme = "https"
+ca_file = "{}"
+sni = "backend.internal"
+retries = 0
+"#,
+        ca_path.display(),
+        other_path.display()
+    );
+    l = l.start(&conf).await;
+    let (status, backend_name, body) = get(&client(), &l.url("web", "/"), "good.test").await;
+    assert_eq!((status, backend_name.as_str(), body.as_str()), (200, "secure", "tls-hello"));
+    let (status, _, _) = get(&client(), &l.url("web", "/"), "untrusted.test").await;
+    assert_eq!(status, 502, "a backend certificate from an untrusted CA must fail");
+}

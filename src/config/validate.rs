@@ -52,6 +52,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             http_routes,
             tcp_routes,
             services,
+            acme_names: vec![],
         },
         providers,
         tls,

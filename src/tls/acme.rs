@@ -111,8 +111,9 @@ impl Acme {
     /// The names that should have an ACME certificate now.
     fn wanted(&self) -> BTreeSet<String> {
         let mut names: BTreeSet<String> = self.settings.domains.iter().cloned().collect();
+        let snap = self.shared.registry.snapshot();
+        names.extend(snap.acme_names.iter().cloned());
         if self.settings.on_host_rule {
-            let snap = self.shared.registry.snapshot();
             for r in &snap.http_routes {
                 if let HostMatch::Exact(h) = &r.host {
                     if r.entrypoints.iter().any(|e| self.https_entrypoints.contains(e)) && !self.shared.certs.covered_by_others(h) {

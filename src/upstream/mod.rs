@@ -28,6 +28,8 @@ pub struct Snapshot {
     /// The routes as published, for the admin API.
     pub http_routes: Vec<HttpRoute>,
     pub tcp_routes: Vec<TcpRoute>,
+    /// Host names providers ask ACME certificates for.
+    pub acme_names: Vec<String>,
 }
 
 /// What an apply changed.
@@ -101,6 +103,7 @@ impl Registry {
                 }
                 snap.http_routes.push(r.clone());
             }
+            snap.acme_names.extend(d.acme_names.iter().cloned());
             for r in &d.tcp_routes {
                 let svc = snap.services.get(&r.service).cloned();
                 if !snap.tcp.entry(r.entrypoint.clone()).or_default().add(r, svc) {
@@ -153,6 +156,7 @@ mod tests {
             http_routes,
             tcp_routes: vec![],
             services,
+            acme_names: vec![],
         }
     }
 

@@ -175,6 +175,17 @@ fn service_spec(idx: &Index, ns: &str, svc: &Service, port: &ServicePort) -> Res
             }
         };
     }
+    match a("backend-protocol") {
+        None | Some("http") => {}
+        Some("https") => {
+            spec.upstream_tls = Some(crate::desired::UpstreamTls {
+                verify: true,
+                ca_file: None,
+                sni: None,
+            })
+        }
+        Some(other) => return Err(format!("lariat.io/backend-protocol: {other:?} is not http or https")),
+    }
     if let Some(e) = a("circuit-breaker") {
         spec.breaker.expression = Some(Expression::parse(e).map_err(|e| format!("lariat.io/circuit-breaker: {e}"))?);
     }

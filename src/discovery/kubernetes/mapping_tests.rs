@@ -59,7 +59,7 @@ fn objects() -> Objects {
                 "shop",
                 "api",
                 json!([{"name": "metrics", "port": 9100}, {"name": "http", "port": 8080, "targetPort": 3000}]),
-                json!({}),
+                json!({"lariat.io/backend-protocol": "https"}),
             ),
         ],
         slices: vec![
@@ -107,6 +107,11 @@ fn ingress_rules_become_routes_and_slices_members() {
         "ready endpoints of both slices; not the terminating one"
     );
     let api = &d.services[0];
+    assert!(
+        api.upstream_tls.as_ref().is_some_and(|t| t.verify),
+        "lariat.io/backend-protocol: https"
+    );
+    assert!(d.services[1].upstream_tls.is_none());
     assert_eq!(
         api.backends[0].addr.to_string(),
         "10.0.1.1:3000",

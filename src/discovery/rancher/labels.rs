@@ -312,6 +312,12 @@ pub fn desired(
                 Err(e) => skip(e),
             }
         }
+        if label(&s.labels, "lariat.tls.acme", None).is_some_and(truthy) {
+            d.acme_names.extend(parsed.iter().filter_map(|h| match h {
+                HostMatch::Exact(n) => Some(n.clone()),
+                _ => None,
+            }));
+        }
         for host in parsed {
             d.http_routes.push(HttpRoute {
                 entrypoints: cfg.entrypoints.clone(),

@@ -105,7 +105,8 @@ fn lariat_labels_win_and_domain_label() {
                  "lariat.health_check.strategy": "none"},
       "containers": [{"primary_ip": "10.0.0.1", "state": "running"}]},
      {"name": "b", "stack_name": "s", "kind": "service", "state": "active",
-      "labels": {"lariat.enable": "true", "lariat.port": "80", "lariat.host": "b.example.com, c.example.com"},
+      "labels": {"lariat.enable": "true", "lariat.port": "80", "lariat.host": "b.example.com, c.example.com",
+                 "lariat.tls.acme": "true", "lariat.redirect_https": "true"},
       "containers": []}]"#;
     let (d, _) = run(json, &cfg());
     let a = d.http_routes.iter().find(|r| r.service.0 == "a.s@rancher").unwrap();
@@ -120,6 +121,19 @@ fn lariat_labels_win_and_domain_label() {
         .map(|r| r.host.to_string())
         .collect();
     assert_eq!(b, ["b.example.com", "c.example.com"]);
+    assert_eq!(d.acme_names, ["b.example.com", "c.example.com"], "lariat.tls.acme");
+    assert!(
+        d.http_routes
+            .iter()
+            .filter(|r| r.service.0 == "b.s@rancher")
+            .all(|r| r.redirect_https),
+        "lariat.redirect_https"
+    );
+    assert!(d
+        .http_routes
+        .iter()
+        .filter(|r| r.service.0 == "a.s@rancher")
+        .all(|r| !r.redirect_https));
 }
 
 #[test]
