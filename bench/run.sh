@@ -4,13 +4,15 @@
 # Two nginx origins (1 worker each, `return 200`, plus a 64 MiB file for bulk runs) stand behind
 # each proxy in turn. wrk and the origins share core 0; the proxy under test has core 1 to itself
 # with one worker thread. Cells: L7 keep-alive (50 connections), L7 with a new connection per
-# request, L4 bulk throughput (tcp mode / stream / tcp entrypoint, fetching the 64 MiB file).
+# request, L4 bulk throughput (tcp mode / stream / tcp entrypoint, fetching the 64 MiB file), and
+# HTTPS keep-alive and with a full TLS handshake per request (one ECDSA P-256 certificate for all).
 # Each cell runs RUNS times (default 3) for DURATION seconds (default 10), proxies alternating;
 # the median is reported with min..max, plus proxy CPU seconds per run and RSS after the runs.
 #
 #   bench/run.sh                 # full run, prints a markdown table
 #   RUNS=1 DURATION=3 bench/run.sh   # quick look
-# Needs: haproxy nginx wrk libnginx-mod-stream (apt-get install ...), and a release build of lariat.
+# Needs: haproxy nginx wrk libnginx-mod-stream openssl (apt-get install ...)
+# CELLS="keepalive tls" bench/run.sh runs only some cells., and a release build of lariat.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ulimit -n 65536 2>/dev/null || true
@@ -29,9 +31,14 @@ LARIAT=target/release/lariat
 O1=18001; O2=18002
 declare -A HTTP_PORT=([lariat]=18101 [haproxy]=18201 [nginx]=18301)
 declare -A TCP_PORT=([lariat]=18102 [haproxy]=18202 [nginx]=18302)
+declare -A TLS_PORT=([lariat]=18103 [haproxy]=18203 [nginx]=18303)
 chmod 755 "$WORK"
 head -c $((64*1024*1024)) /dev/urandom > "$WORK/big.bin"
 chmod 644 "$WORK/big.bin"
+# One ECDSA P-256 certificate for all three proxies.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 -subj "/CN=bench.test" \
+  -addext "subjectAltName=DNS:bench.test" -keyout "$WORK/tls.key" -out "$WORK/tls.pem" 2>/dev/null
+cat "$WORK/tls.pem" "$WORK/tls.key" > "$WORK/tls-combined.pem"
 
 # --- origins: one nginx, one worker per origin port pair is what the issue text asks; a single
 # nginx master with 1 worker listening on both ports keeps core 0 free for wrk.
@@ -63,6 +70,11 @@ listen = "127.0.0.1:18100"
 [entrypoints.web]
 listen = "127.0.0.1:${HTTP_PORT[lariat]}"
 kind = "http"
+[entrypoints.websecure]
+listen = "127.0.0.1:${TLS_PORT[lariat]}"
+kind = "https"
+[tls]
+default_certificate = { cert = "$WORK/tls.pem", key = "$WORK/tls.key" }
 [entrypoints.bulk]
 listen = "127.0.0.1:${TCP_PORT[lariat]}"
 kind = "tcp"
@@ -96,6 +108,11 @@ backend origin
   http-reuse always
   server o1 127.0.0.1:$O1
   server o2 127.0.0.1:$O2
+frontend websecure
+  mode http
+  bind 127.0.0.1:${TLS_PORT[haproxy]} ssl crt $WORK/tls-combined.pem alpn http/1.1
+  option http-keep-alive
+  default_backend origin
 frontend bulk
   mode tcp
   bind 127.0.0.1:${TCP_PORT[haproxy]}
@@ -120,6 +137,14 @@ http {
   upstream origin { server 127.0.0.1:$O1; server 127.0.0.1:$O2; keepalive 128; }
   server {
     listen 127.0.0.1:${HTTP_PORT[nginx]} backlog=4096;
+    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+  server {
+    listen 127.0.0.1:${TLS_PORT[nginx]} ssl;
+    ssl_certificate $WORK/tls.pem;
+    ssl_certificate_key $WORK/tls.key;
+    ssl_session_cache off;
+    ssl_session_tickets off;
     location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
 }
@@ -154,6 +179,8 @@ run_cell() {
     keepalive) url="http://127.0.0.1:${HTTP_PORT[$proxy]}/"; args=(-t1 -c50) ;;
     newconn)   url="http://127.0.0.1:${HTTP_PORT[$proxy]}/"; args=(-t1 -c50 -H "Connection: close") ;;
     bulk)      url="http://127.0.0.1:${TCP_PORT[$proxy]}/big"; args=(-t1 -c4) ;;
+    tls)       url="https://127.0.0.1:${TLS_PORT[$proxy]}/"; args=(-t1 -c50) ;;
+    tlsnew)    url="https://127.0.0.1:${TLS_PORT[$proxy]}/"; args=(-t1 -c50 -H "Connection: close") ;;
   esac
   local before after out
   before=$(cpu_ticks "${PIDS[$proxy]}")
@@ -176,7 +203,7 @@ PY
 }
 
 RESULTS="$WORK/results.txt"
-for cell in keepalive newconn bulk; do
+for cell in ${CELLS:-keepalive newconn bulk tls tlsnew}; do
   for r in $(seq 1 "$RUNS"); do
     for proxy in lariat haproxy nginx; do
       run_cell "$proxy" "$cell" | tee -a "$RESULTS" >&2
@@ -196,7 +223,9 @@ dur = float(sys.argv[2])
 def med(v): return statistics.median(v)
 def rng(v, fmt): return f"{fmt.format(med(v))} ({fmt.format(min(v))}..{fmt.format(max(v))})"
 print(f"runs per cell: {sys.argv[3]}, {sys.argv[2]} s each; median (min..max)\n")
-for cell, title in [("keepalive", "L7 keep-alive, 50 connections"), ("newconn", "L7 new connection per request, 50 concurrent"), ("bulk", "L4 bulk, 4 connections fetching 64 MiB")]:
+for cell, title in [("keepalive", "L7 keep-alive, 50 connections"), ("newconn", "L7 new connection per request, 50 concurrent"), ("bulk", "L4 bulk, 4 connections fetching 64 MiB"), ("tls", "HTTPS keep-alive, 50 connections (ECDSA P-256)"), ("tlsnew", "HTTPS with a new TLS handshake per request, 50 concurrent (full handshakes)")]:
+    if ("haproxy", cell) not in rows:
+        continue
     print(f"### {title}\n")
     if cell == "bulk":
         print("| proxy | MiB/s | vs HAProxy | proxy CPU s per GiB | vs HAProxy | errors |\n|---|---|---|---|---|---|")
