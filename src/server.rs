@@ -83,12 +83,14 @@ struct Graceful<A> {
     counters: Arc<crate::metrics::EntrypointCounters>,
     /// Sources trusted to send a PROXY header, when the entrypoint accepts one.
     proxy_protocol: Option<Arc<[crate::net::Cidr]>>,
+    /// Open connections allowed, 0 = unlimited.
+    max_connections: u64,
 }
 
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for Graceful<A> {
     async fn process_new(self: &Arc<Self>, session: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        let _open = crate::metrics::OpenGuard::new(self.counters.clone());
+        let _open = crate::metrics::OpenGuard::within(&self.counters, self.max_connections)?;
         let session = crate::proxy::tcp::accept_proxy(session, self.proxy_protocol.as_ref(), &self.counters, "entrypoint").await?;
         self.inner.process_new(session, shutdown).await
     }
@@ -197,6 +199,9 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
                     tls,
                     redirect_port,
                     https_port,
+                    max_header_bytes: config.server.max_header_bytes,
+                    idle_timeout: config.server.idle_timeout,
+                    max_body_bytes: config.server.max_body_bytes,
                 };
                 let mut proxy = pingora_proxy::http_proxy(&conf, app);
                 proxy.server_options = Some(opts);
@@ -211,6 +216,7 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
                             shared: shared.clone(),
                             counters: counters.clone(),
                             proxy_protocol: None,
+                            max_connections: 0,
                         }),
                     };
                     let mut svc = Service::new(
@@ -220,6 +226,7 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
                             linger,
                             counters,
                             proxy_protocol,
+                            max_connections: ep.max_connections,
                         },
                     );
                     svc.add_tcp(&addr);
@@ -232,6 +239,7 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
                             linger,
                             counters,
                             proxy_protocol,
+                            max_connections: ep.max_connections,
                         },
                     );
                     svc.add_tcp(&addr);
@@ -244,6 +252,7 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
                     shared: shared.clone(),
                     counters,
                     proxy_protocol,
+                    max_connections: ep.max_connections,
                 };
                 let mut svc = Service::new(format!("entrypoint {}", ep.name), app);
                 svc.add_tcp(&addr);

@@ -42,6 +42,12 @@ pub struct ServerSettings {
     pub upgrade_sock: String,
     /// Default /tmp/lariat.pid.
     pub pid_file: String,
+    /// Request line and headers; over it: 431 and the connection closed. Default 65536.
+    pub max_header_bytes: usize,
+    /// An idle client keep-alive connection is closed after this. Default 60 s.
+    pub idle_timeout: Duration,
+    /// Per request body, 0 = unlimited; over it: 413. Default 0.
+    pub max_body_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -129,6 +135,8 @@ pub struct Entrypoint {
     pub redirect_https: Option<String>,
     /// Accept a PROXY protocol header from these sources (None: never).
     pub proxy_protocol: Option<Vec<crate::net::Cidr>>,
+    /// Open client connections, 0 = unlimited; a new connection over it is closed at once.
+    pub max_connections: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]

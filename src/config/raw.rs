@@ -65,6 +65,9 @@ pub struct RawServer {
     pub access_log: Option<bool>,
     pub upgrade_sock: Option<String>,
     pub pid_file: Option<String>,
+    pub max_header_bytes: Option<usize>,
+    pub idle_timeout: Option<Dur>,
+    pub max_body_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -83,6 +86,7 @@ pub struct RawEntrypoint {
     pub h2c: Option<bool>,
     pub redirect_https: Option<String>,
     pub proxy_protocol: Option<RawProxyProtocol>,
+    pub max_connections: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

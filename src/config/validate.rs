@@ -66,6 +66,12 @@ fn server(raw: &RawServer, p: &mut Problems) -> ServerSettings {
     if threads == 0 || threads > 1024 {
         p.add("server.threads", "must be between 1 and 1024");
     }
+    if raw.max_header_bytes.is_some_and(|m| !(1024..=1 << 20).contains(&m)) {
+        p.add("server.max_header_bytes", "must be between 1024 and 1048576");
+    }
+    if raw.idle_timeout.is_some_and(|d| d.0 < Duration::from_secs(1)) {
+        p.add("server.idle_timeout", "must be at least 1s");
+    }
     let log = raw.log.clone().unwrap_or_else(|| "info".into());
     let level_ok = log.split(',').all(|d| {
         let lvl = d.rsplit('=').next().unwrap_or("").trim().to_ascii_lowercase();
@@ -84,6 +90,9 @@ fn server(raw: &RawServer, p: &mut Problems) -> ServerSettings {
         access_log: raw.access_log.unwrap_or(true),
         upgrade_sock: raw.upgrade_sock.clone().unwrap_or_else(|| "/tmp/lariat_upgrade.sock".into()),
         pid_file: raw.pid_file.clone().unwrap_or_else(|| "/tmp/lariat.pid".into()),
+        max_header_bytes: raw.max_header_bytes.unwrap_or(65536),
+        idle_timeout: raw.idle_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(60)),
+        max_body_bytes: raw.max_body_bytes.unwrap_or(0),
     }
 }
 
@@ -172,6 +181,7 @@ fn entrypoints(raw: &BTreeMap<String, RawEntrypoint>, admin: &AdminSettings, p: 
                     h2c,
                     redirect_https: ep.redirect_https.clone(),
                     proxy_protocol,
+                    max_connections: ep.max_connections.unwrap_or(0),
                 },
             );
         }

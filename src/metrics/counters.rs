@@ -126,6 +126,12 @@ pub struct EntrypointCounters {
     pub rejected_tls: AtomicU64,
     /// Connections closed for an untrusted or malformed PROXY header.
     pub rejected_proxy: AtomicU64,
+    /// Requests refused before routing for smuggling-prone framing.
+    pub bad_smuggling: AtomicU64,
+    /// Requests refused for a head over max_header_bytes.
+    pub bad_header_too_large: AtomicU64,
+    /// Connections closed at once for being over the entrypoint's max_connections.
+    pub rejected_max_connections: AtomicU64,
 }
 
 /// Counts an open connection while alive.
@@ -135,6 +141,18 @@ impl OpenGuard {
     pub fn new(c: Arc<EntrypointCounters>) -> OpenGuard {
         c.open.fetch_add(1, Relaxed);
         OpenGuard(c)
+    }
+
+    /// Count the connection in, unless that takes the entrypoint over `max` (0 = unlimited):
+    /// then None, counted as rejected.
+    pub fn within(c: &Arc<EntrypointCounters>, max: u64) -> Option<OpenGuard> {
+        let prev = c.open.fetch_add(1, Relaxed);
+        let g = OpenGuard(c.clone());
+        if max != 0 && prev >= max as i64 {
+            c.rejected_max_connections.fetch_add(1, Relaxed);
+            return None;
+        }
+        Some(g)
     }
 }
 

@@ -106,6 +106,23 @@ pub fn render(shared: &Shared, entrypoints: &[Entrypoint]) -> String {
                 out.add(REJECTED_CONNECTIONS, "", &[("entrypoint", &ep.name), ("reason", reason)], n);
             }
         }
+        for (reason, n) in [
+            ("smuggling", c.bad_smuggling.load(Relaxed)),
+            ("header_too_large", c.bad_header_too_large.load(Relaxed)),
+        ] {
+            if n > 0 {
+                out.add(BAD_REQUESTS, "", &[("entrypoint", &ep.name), ("reason", reason)], n);
+            }
+        }
+        let over = c.rejected_max_connections.load(Relaxed);
+        if over > 0 {
+            out.add(
+                REJECTED_CONNECTIONS,
+                "",
+                &[("entrypoint", &ep.name), ("reason", "max_connections")],
+                over,
+            );
+        }
         if ep.kind == crate::config::EntrypointKind::Https {
             out.add(
                 TLS_HANDSHAKES,

@@ -29,6 +29,18 @@ pub struct HttpProxy {
     pub redirect_port: Option<u16>,
     /// The port of the first https entrypoint, for routes that ask for a redirect.
     pub https_port: Option<u16>,
+    /// Request line and headers, in bytes; over it: 431.
+    pub max_header_bytes: usize,
+    /// Idle keep-alive connections close after this.
+    pub idle_timeout: std::time::Duration,
+    /// Per request body, 0 = unlimited; over it: 413.
+    pub max_body_bytes: u64,
+}
+
+/// The size of a request head as sent (request line, headers, line ends).
+fn head_bytes(req: &RequestHeader) -> usize {
+    let line = req.method.as_str().len() + req.uri.to_string().len() + 12;
+    line + req.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>()
 }
 
 /// `https://host[:port]/path?query` for a request.
@@ -59,6 +71,8 @@ pub struct Ctx {
     tried: Vec<usize>,
     hash_key: Vec<u8>,
     client_ip: Option<IpAddr>,
+    /// Request body bytes read so far.
+    body_bytes: u64,
 }
 
 impl Ctx {
@@ -130,12 +144,50 @@ impl ProxyHttp for HttpProxy {
             tried: Vec::new(),
             hash_key: Vec::new(),
             client_ip: None,
+            body_bytes: 0,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.start = Instant::now();
         ctx.client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        if head_bytes(session.req_header()) > self.max_header_bytes {
+            self.counters
+                .bad_header_too_large
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            respond::text(session, 431, respond::body_for(431)).await?;
+            return Ok(true);
+        }
+        if self.max_body_bytes > 0 {
+            let declared = session
+                .req_header()
+                .headers
+                .get("content-length")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if declared.is_some_and(|n| n > self.max_body_bytes) {
+                respond::text(session, 413, respond::body_for(413)).await?;
+                return Ok(true);
+            }
+        }
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(self.idle_timeout.as_secs().max(1)));
+        }
+        let raw_both = session
+            .as_ref()
+            .as_http1()
+            .is_some_and(|h1| super::strict::raw_has_cl_and_te(&h1.get_headers_raw_bytes()));
+        let problem = if raw_both {
+            Some("both Content-Length and Transfer-Encoding")
+        } else {
+            super::strict::framing_problem(&session.req_header().headers)
+        };
+        if let Some(problem) = problem {
+            log::debug!("{}: request refused: {problem}", self.entrypoint);
+            self.counters.bad_smuggling.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            respond::text(session, 400, respond::body_for(400)).await?;
+            return Ok(true);
+        }
         if !self.tls {
             if let Some(token) = session.req_header().uri.path().strip_prefix("/.well-known/acme-challenge/") {
                 if let Some(answer) = self.shared.acme_answer(token) {
@@ -262,6 +314,28 @@ impl ProxyHttp for HttpProxy {
         req.insert_header("x-forwarded-proto", if self.tls { "https" } else { "http" })?;
         if !host.is_empty() {
             req.insert_header("x-forwarded-host", &host)?;
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(&self, _session: &mut Session, body: &mut Option<bytes::Bytes>, _end: bool, ctx: &mut Ctx) -> Result<()> {
+        if let Some(b) = body {
+            ctx.body_bytes += b.len() as u64;
+            if self.max_body_bytes > 0 && ctx.body_bytes > self.max_body_bytes {
+                return Error::e_explain(ErrorType::HTTPStatus(413), "request body over max_body_bytes");
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut pingora_http::ResponseHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(problem) = super::strict::framing_problem(&resp.headers) {
+            return Error::e_explain(ErrorType::InvalidHTTPHeader, format!("backend response refused: {problem}")).map_err(|e| e.into_up());
         }
         Ok(())
     }

@@ -4,6 +4,7 @@ pub mod http;
 pub mod pp;
 mod respond;
 pub mod sni;
+pub mod strict;
 pub mod tcp;
 pub mod tls;
 

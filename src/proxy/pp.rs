@@ -73,6 +73,15 @@ fn source(header: &[u8]) -> Result<Option<SocketAddr>, PpError> {
     }
 }
 
+/// Parse the start of a connection: Ok(None) when it is not (or not yet) a complete header, else
+/// the header's length and the client address it names. For property tests and tools.
+pub fn parse_header(buf: &[u8]) -> Result<Option<(usize, Option<SocketAddr>)>, PpError> {
+    match scan(buf)? {
+        Some(Some(n)) => Ok(Some((n, source(&buf[..n])?))),
+        _ => Ok(None),
+    }
+}
+
 /// Read a PROXY header off the start of `stream`, if there is one. From a trusted `peer` it sets
 /// the client address; the bytes after it are put back for whatever reads next.
 pub async fn accept(stream: &mut L4Stream, peer: std::net::IpAddr, trusted: &[Cidr]) -> Result<Option<SocketAddr>, PpError> {

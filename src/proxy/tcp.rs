@@ -30,6 +30,8 @@ pub struct TcpProxy {
     pub counters: Arc<crate::metrics::EntrypointCounters>,
     /// Sources trusted to send a PROXY header (None: the entrypoint does not accept one).
     pub proxy_protocol: Option<Arc<[crate::net::Cidr]>>,
+    /// Open connections allowed, 0 = unlimited.
+    pub max_connections: u64,
 }
 
 /// Accept a PROXY header on `io` per the entrypoint's settings; None: the connection is closed.
@@ -142,7 +144,7 @@ impl TcpProxy {
 impl ServerApp for TcpProxy {
     async fn process_new(self: &Arc<Self>, io: Stream, _shutdown: &ShutdownWatch) -> Option<Stream> {
         let start = Instant::now();
-        let _open = OpenGuard::new(self.counters.clone());
+        let _open = OpenGuard::within(&self.counters, self.max_connections)?;
         let io = accept_proxy(io, self.proxy_protocol.as_ref(), &self.counters, &self.entrypoint).await?;
         let snap = self.shared.registry.snapshot();
         let table = snap.tcp.get(&*self.entrypoint)?;
