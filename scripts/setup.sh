@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building lariat needs beyond Rust: cmake (pingora-core builds libz-ng-sys with it)
-# and a C compiler; with --test also pebble, the ACME test server the ACME test runs against.
+# and a C compiler; with --test also pebble (the ACME server the ACME test runs against) and
+# openssl (the TLS tests write RSA and EC keys with it).
 # Debian/Ubuntu via apt-get (as root, or through sudo); elsewhere it says what is missing and stops.
 set -euo pipefail
 missing=()
@@ -9,6 +10,7 @@ command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v make >/dev/null 2>&1 || missing+=(make)
 if [ "${1:-}" = "--test" ]; then
   command -v pebble >/dev/null 2>&1 || missing+=(pebble)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "setup: installing ${missing[*]}" >&2

@@ -567,3 +567,148 @@ retries = 0
     let (status, _, _) = get(&client(), &l.url("web", "/"), "untrusted.test").await;
     assert_eq!(status, 502, "a backend certificate from an untrusted CA must fail");
 }
+
+/// RSA (PKCS#1) and EC (SEC1) keys as openssl writes them load as well as PKCS#8.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa_and_ec_key_formats_expired_certificates_and_min_version() {
+    let app = http_backend("app").await;
+    let mut l = Lariat::new(&[("b:app", app.addr.to_string())]);
+    let dir = l.path.parent().unwrap().to_path_buf();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("openssl is needed for this test");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    // RSA key in PKCS#1 ("BEGIN RSA PRIVATE KEY"), self-signed.
+    openssl(&["genrsa", "-traditional", "-out", "rsa.key", "2048"]);
+    openssl(&[
+        "req",
+        "-x509",
+        "-key",
+        "rsa.key",
+        "-out",
+        "rsa.pem",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=rsa.example.com",
+        "-addext",
+        "subjectAltName=DNS:rsa.example.com",
+    ]);
+    // EC key in SEC1 ("BEGIN EC PRIVATE KEY") for a certificate that expired in 2021.
+    let key = KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["old.example.com".to_string()]).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "old.example.com");
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    std::fs::write(dir.join("ec.pem"), params.self_signed(&key).unwrap().pem()).unwrap();
+    std::fs::write(dir.join("ec-pkcs8.key"), key.serialize_pem()).unwrap();
+    openssl(&["ec", "-in", "ec-pkcs8.key", "-out", "ec.key"]);
+    assert!(std::fs::read_to_string(dir.join("rsa.key"))
+        .unwrap()
+        .contains("BEGIN RSA PRIVATE KEY"));
+    assert!(std::fs::read_to_string(dir.join("ec.key"))
+        .unwrap()
+        .contains("BEGIN EC PRIVATE KEY"));
+    let certs = format!(
+        "[tls]\nmin_version = \"1.3\"\n[[tls.certificates]]\ncert = \"{0}/rsa.pem\"\nkey = \"{0}/rsa.key\"\n[[tls.certificates]]\ncert = \"{0}/ec.pem\"\nkey = \"{0}/ec.key\"\n",
+        dir.display()
+    );
+    l = l.start(&conf(&certs)).await;
+    let secure = l.addr("websecure");
+    // The served certificates, by name, whatever their validity (checked with no verification).
+    #[derive(Debug)]
+    struct AnyCert;
+    impl rustls::client::danger::ServerCertVerifier for AnyCert {
+        fn verify_server_cert(
+            &self,
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &[rustls::pki_types::CertificateDer<'_>],
+            _: &rustls::pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls::pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            rustls::crypto::ring::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+    let handshake = |versions: &'static [&'static rustls::SupportedProtocolVersion], sni: &'static str| async move {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert))
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(secure).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(rustls::pki_types::ServerName::try_from(sni).unwrap(), tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        let der = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+        let (_, x) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+        Ok::<String, String>(x.subject().to_string())
+    };
+    static V13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+    static V12: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+    assert_eq!(handshake(V13, "rsa.example.com").await.unwrap(), "CN=rsa.example.com");
+    assert_eq!(
+        handshake(V13, "old.example.com").await.unwrap(),
+        "CN=old.example.com",
+        "an expired certificate is still served"
+    );
+    assert!(
+        handshake(V12, "rsa.example.com").await.is_err(),
+        "min_version = 1.3 must refuse TLS 1.2"
+    );
+    let list: serde_json::Value = client()
+        .get(format!("http://{}/api/certificates", l.addr("admin")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["names"][0] == "old.example.com" && c["expired"] == true),
+        "{list}"
+    );
+    let text = client()
+        .get(format!("http://{}/metrics", l.addr("admin")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("lariat_tls_certificate_not_after_timestamp_seconds{certificate=\"old.example.com\",source=\"file\"} 1609459200"),
+        "{text}"
+    );
+}
