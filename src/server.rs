@@ -85,13 +85,18 @@ struct Graceful<A> {
     proxy_protocol: Option<Arc<[crate::net::Cidr]>>,
     /// Open connections allowed, 0 = unlimited.
     max_connections: u64,
+    /// client_header_timeout for plain HTTP (https entrypoints apply it after the handshake).
+    head_timeout: Option<Duration>,
 }
 
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for Graceful<A> {
     async fn process_new(self: &Arc<Self>, session: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let _open = crate::metrics::OpenGuard::within(&self.counters, self.max_connections)?;
-        let session = crate::proxy::tcp::accept_proxy(session, self.proxy_protocol.as_ref(), &self.counters, "entrypoint").await?;
+        let mut session = crate::proxy::tcp::accept_proxy(session, self.proxy_protocol.as_ref(), &self.counters, "entrypoint").await?;
+        if let Some(t) = self.head_timeout {
+            session = crate::proxy::deadline::HeadDeadline::wrap(session, t, self.counters.clone());
+        }
         self.inner.process_new(session, shutdown).await
     }
 
@@ -211,6 +216,7 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
                         inner: Arc::new(proxy),
                         counters: counters.clone(),
                         entrypoint: name.clone(),
+                        head_timeout: config.server.client_header_timeout,
                         passthrough: Arc::new(TcpProxy {
                             entrypoint: name,
                             shared: shared.clone(),
@@ -227,6 +233,7 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
                             counters,
                             proxy_protocol,
                             max_connections: ep.max_connections,
+                            head_timeout: None,
                         },
                     );
                     svc.add_tcp(&addr);
@@ -240,6 +247,7 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
                             counters,
                             proxy_protocol,
                             max_connections: ep.max_connections,
+                            head_timeout: Some(config.server.client_header_timeout),
                         },
                     );
                     svc.add_tcp(&addr);

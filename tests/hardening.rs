@@ -241,3 +241,58 @@ async fn limits_headers_bodies_connections_idle() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_gets_408_on_time() {
+    let app = http_backend("app").await;
+    let conf = CONF.replace("access_log = false", "access_log = false\nclient_header_timeout = \"1s\"");
+    let l = Lariat::new(&[("b:app", app.addr.to_string())]).start(&conf).await;
+    let mut s = tokio::net::TcpStream::connect(l.addr("web")).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").await.unwrap();
+    // One header byte every 100 ms, for at most 10 s: far longer than the timeout.
+    let mut answer = Vec::new();
+    let t0 = tokio::time::Instant::now();
+    let mut buf = [0u8; 512];
+    'outer: for b in b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        .iter()
+        .cycle()
+        .take(100)
+    {
+        if s.write_all(&[*b]).await.is_err() {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break 'outer,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "a slow head was not answered 408: {text:?}");
+    assert!(t0.elapsed() < Duration::from_secs(9), "the slow client was not closed");
+    assert_eq!(app.hits.load(Ordering::SeqCst), 0);
+    // A prompt client is unaffected, and a kept-alive connection is not timed out by it.
+    let mut s = tokio::net::TcpStream::connect(l.addr("web")).await.unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+        let mut head = vec![0u8; 12];
+        s.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+        let mut rest = vec![0u8; 4096];
+        let _ = tokio::time::timeout(Duration::from_millis(200), s.read(&mut rest)).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let text = client()
+        .get(format!("http://{}/metrics", l.addr("admin")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("lariat_bad_requests_total{entrypoint=\"web\",reason=\"timeout\"} 1"),
+        "{text}"
+    );
+}

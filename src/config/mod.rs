@@ -44,6 +44,8 @@ pub struct ServerSettings {
     pub pid_file: String,
     /// Request line and headers; over it: 431 and the connection closed. Default 65536.
     pub max_header_bytes: usize,
+    /// A connection's first request head must arrive whole within this, else 408. Default 10 s.
+    pub client_header_timeout: Duration,
     /// An idle client keep-alive connection is closed after this. Default 60 s.
     pub idle_timeout: Duration,
     /// Per request body, 0 = unlimited; over it: 413. Default 0.

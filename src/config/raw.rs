@@ -66,6 +66,7 @@ pub struct RawServer {
     pub upgrade_sock: Option<String>,
     pub pid_file: Option<String>,
     pub max_header_bytes: Option<usize>,
+    pub client_header_timeout: Option<Dur>,
     pub idle_timeout: Option<Dur>,
     pub max_body_bytes: Option<u64>,
 }

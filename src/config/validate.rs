@@ -69,6 +69,9 @@ fn server(raw: &RawServer, p: &mut Problems) -> ServerSettings {
     if raw.max_header_bytes.is_some_and(|m| !(1024..=1 << 20).contains(&m)) {
         p.add("server.max_header_bytes", "must be between 1024 and 1048576");
     }
+    if raw.client_header_timeout.is_some_and(|d| d.0 < Duration::from_millis(100)) {
+        p.add("server.client_header_timeout", "must be at least 100ms");
+    }
     if raw.idle_timeout.is_some_and(|d| d.0 < Duration::from_secs(1)) {
         p.add("server.idle_timeout", "must be at least 1s");
     }
@@ -91,6 +94,7 @@ fn server(raw: &RawServer, p: &mut Problems) -> ServerSettings {
         upgrade_sock: raw.upgrade_sock.clone().unwrap_or_else(|| "/tmp/lariat_upgrade.sock".into()),
         pid_file: raw.pid_file.clone().unwrap_or_else(|| "/tmp/lariat.pid".into()),
         max_header_bytes: raw.max_header_bytes.unwrap_or(65536),
+        client_header_timeout: raw.client_header_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
         idle_timeout: raw.idle_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(60)),
         max_body_bytes: raw.max_body_bytes.unwrap_or(0),
     }

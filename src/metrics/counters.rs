@@ -130,6 +130,8 @@ pub struct EntrypointCounters {
     pub bad_smuggling: AtomicU64,
     /// Requests refused for a head over max_header_bytes.
     pub bad_header_too_large: AtomicU64,
+    /// Connections answered 408 for a request head slower than client_header_timeout.
+    pub bad_timeout: AtomicU64,
     /// Connections closed at once for being over the entrypoint's max_connections.
     pub rejected_max_connections: AtomicU64,
 }

@@ -109,6 +109,7 @@ pub fn render(shared: &Shared, entrypoints: &[Entrypoint]) -> String {
         for (reason, n) in [
             ("smuggling", c.bad_smuggling.load(Relaxed)),
             ("header_too_large", c.bad_header_too_large.load(Relaxed)),
+            ("timeout", c.bad_timeout.load(Relaxed)),
         ] {
             if n > 0 {
                 out.add(BAD_REQUESTS, "", &[("entrypoint", &ep.name), ("reason", reason)], n);

@@ -24,6 +24,8 @@ pub struct TlsFront<A> {
     pub inner: Arc<A>,
     pub counters: Arc<EntrypointCounters>,
     pub entrypoint: Arc<str>,
+    /// client_header_timeout, applied to the decrypted stream.
+    pub head_timeout: Duration,
     /// Forwards the connections of passthrough routes (tcp routes with `sni` on this entrypoint).
     pub passthrough: Arc<TcpProxy>,
 }
@@ -64,7 +66,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsFront<A> {
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.tls_handshake(stream)).await {
             Ok(Ok(tls)) => {
                 self.counters.tls_ok.fetch_add(1, Ordering::Relaxed);
-                self.inner.process_new(Box::new(tls), shutdown).await;
+                let stream = super::deadline::HeadDeadline::wrap(Box::new(tls), self.head_timeout, self.counters.clone());
+                self.inner.process_new(stream, shutdown).await;
             }
             Ok(Err(e)) => {
                 self.counters.tls_error.fetch_add(1, Ordering::Relaxed);

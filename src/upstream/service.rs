@@ -13,12 +13,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::time::Instant;
 
+/// How long a removed backend's state is remembered, should it come back.
+const RETIRED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub struct Service {
     pub spec: ServiceSpec,
     /// In the order of `spec.backends`.
     pub members: Vec<Arc<Member>>,
     /// Members removed by an update that still had work in flight: no new work.
     pub draining: Vec<Arc<Member>>,
+    /// Members removed in the last RETIRED_FOR, with when: their state comes back with them.
+    retired: Vec<(Arc<Member>, Instant)>,
     weights: Vec<u32>,
     selector: Selector,
     pub stats: Arc<ServiceStats>,
@@ -50,8 +55,17 @@ impl Service {
     /// Build a service, taking over the members (and so their state) of `previous` whose
     /// address stays.
     pub fn build(spec: ServiceSpec, previous: Option<&Service>) -> Service {
+        // Members of the previous version, then recently removed ones: a backend that leaves and
+        // comes back within RETIRED_FOR keeps its health state instead of initializing again.
+        let now = Instant::now();
         let old: HashMap<SocketAddr, &Arc<Member>> = previous
-            .map(|p| p.members.iter().map(|m| (m.addr, m)).collect())
+            .map(|p| {
+                p.retired
+                    .iter()
+                    .map(|(m, _)| (m.addr, m))
+                    .chain(p.members.iter().map(|m| (m.addr, m)))
+                    .collect()
+            })
             .unwrap_or_default();
         let members: Vec<Arc<Member>> = spec
             .backends
@@ -66,6 +80,21 @@ impl Service {
                     .chain(p.draining.iter())
                     .filter(|m| m.in_flight() > 0)
                     .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let retired = previous
+            .map(|p| {
+                let removed = p
+                    .members
+                    .iter()
+                    .filter(|m| !spec.backends.iter().any(|b| b.addr == m.addr))
+                    .map(|m| (m.clone(), now));
+                p.retired
+                    .iter()
+                    .filter(|(m, at)| now.saturating_duration_since(*at) < RETIRED_FOR && !spec.backends.iter().any(|b| b.addr == m.addr))
+                    .cloned()
+                    .chain(removed)
                     .collect()
             })
             .unwrap_or_default();
@@ -102,6 +131,7 @@ impl Service {
             spec,
             members,
             draining,
+            retired,
             weights,
             selector,
             stats,
@@ -282,6 +312,26 @@ mod tests {
         spec.strategy = Strategy::None;
         let n = Service::build(spec, None);
         assert!(n.pick(b"", &[], now).is_some(), "none routes whatever the state");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backend_that_comes_back_keeps_its_state() {
+        let s = service(Strategy::Recreate, 2);
+        let mut spec = s.spec.clone();
+        spec.backends.truncate(1);
+        let without = Service::build(spec, Some(&s));
+        let back = Service::build(s.spec.clone(), Some(&without));
+        assert!(Arc::ptr_eq(&back.members[1], &s.members[1]), "the returning member was made anew");
+        // Long gone: a new member.
+        let mut spec = s.spec.clone();
+        spec.backends.truncate(1);
+        let without = Service::build(spec, Some(&s));
+        tokio::time::advance(RETIRED_FOR).await;
+        let mut later = without.spec.clone();
+        later.retries = 1;
+        let still_without = Service::build(later, Some(&without));
+        let back = Service::build(s.spec.clone(), Some(&still_without));
+        assert!(!Arc::ptr_eq(&back.members[1], &s.members[1]));
     }
 
     #[tokio::test(start_paused = true)]

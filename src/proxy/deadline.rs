@@ -1,0 +1,162 @@
+//! `client_header_timeout` against slow clients (slowloris): a connection's first request head must
+//! arrive whole within the timeout, however slowly its bytes trickle in. Past it, lariat answers
+//! 408 and closes; the connection holds nothing but its socket meanwhile. Later requests on a
+//! kept-alive connection fall under `idle_timeout` and the per-read timeout.
+
+use crate::metrics::EntrypointCounters;
+use async_trait::async_trait;
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::tls::{SslDigest, TlsRef};
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream, TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+const TIMEOUT_RESPONSE: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: 16\r\nConnection: close\r\n\r\nrequest timeout\n";
+
+pub struct HeadDeadline {
+    inner: Stream,
+    /// Armed until the first "\r\n\r\n" is read.
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// The last bytes read, to find "\r\n\r\n" across reads.
+    tail: Vec<u8>,
+    counters: Arc<EntrypointCounters>,
+}
+
+impl std::fmt::Debug for HeadDeadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HeadDeadline({:?})", self.inner)
+    }
+}
+
+impl HeadDeadline {
+    pub fn wrap(inner: Stream, timeout: Duration, counters: Arc<EntrypointCounters>) -> Stream {
+        Box::new(HeadDeadline {
+            inner,
+            sleep: Some(Box::pin(tokio::time::sleep(timeout))),
+            tail: Vec::with_capacity(8),
+            counters,
+        })
+    }
+
+    fn saw_end_of_head(&mut self, data: &[u8]) -> bool {
+        let mut window = std::mem::take(&mut self.tail);
+        window.extend_from_slice(&data[..data.len().min(4096)]);
+        let found = window.windows(4).any(|w| w == b"\r\n\r\n") || data.windows(4).any(|w| w == b"\r\n\r\n");
+        let keep = window.len().saturating_sub(3);
+        self.tail = window.split_off(keep.min(window.len()));
+        if data.len() > 4096 {
+            self.tail = data[data.len() - 3..].to_vec();
+        }
+        found
+    }
+}
+
+impl AsyncRead for HeadDeadline {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if let Some(sleep) = self.sleep.as_mut() {
+            if sleep.as_mut().poll(cx).is_ready() {
+                self.sleep = None;
+                self.counters.bad_timeout.fetch_add(1, Ordering::Relaxed);
+                // Best effort: the 408 goes out if the socket takes it now; the connection closes either way.
+                let _ = Pin::new(&mut self.inner).poll_write(cx, TIMEOUT_RESPONSE);
+                let _ = Pin::new(&mut self.inner).poll_flush(cx);
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "client_header_timeout")));
+            }
+        }
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if self.sleep.is_some() {
+            if let Poll::Ready(Ok(())) = &r {
+                let data = buf.filled()[before..].to_vec();
+                if self.saw_end_of_head(&data) {
+                    self.sleep = None;
+                }
+            }
+        }
+        r
+    }
+}
+
+impl AsyncWrite for HeadDeadline {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for HeadDeadline {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for HeadDeadline {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for HeadDeadline {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for HeadDeadline {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+}
+
+impl GetProxyDigest for HeadDeadline {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest)
+    }
+}
+
+impl GetSocketDigest for HeadDeadline {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+#[async_trait]
+impl Peek for HeadDeadline {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
