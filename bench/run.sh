@@ -5,7 +5,8 @@
 # each proxy in turn. wrk and the origins share core 0; the proxy under test has core 1 to itself
 # with one worker thread. Cells: L7 keep-alive (50 connections), L7 with a new connection per
 # request, L4 bulk throughput (tcp mode / stream / tcp entrypoint, fetching the 64 MiB file), and
-# HTTPS keep-alive and with a full TLS handshake per request (one ECDSA P-256 certificate for all).
+# HTTPS keep-alive and with a new TLS connection per request (one ECDSA P-256 certificate for all;
+# wrk resumes sessions where the server allows, and all three allow it).
 # Each cell runs RUNS times (default 3) for DURATION seconds (default 10), proxies alternating;
 # the median is reported with min..max, plus proxy CPU seconds per run and RSS after the runs.
 #
@@ -143,8 +144,7 @@ http {
     listen 127.0.0.1:${TLS_PORT[nginx]} ssl;
     ssl_certificate $WORK/tls.pem;
     ssl_certificate_key $WORK/tls.key;
-    ssl_session_cache off;
-    ssl_session_tickets off;
+    ssl_session_cache shared:SSL:10m;
     location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
 }
@@ -191,8 +191,13 @@ import re, sys
 proxy, cell, ticks, hz = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 out = sys.argv[5]
 def dur(s):
-    m = re.match(r"([\d.]+)(us|ms|s)", s)
-    v = float(m.group(1)); return v / 1000 if m.group(2) == "us" else v if m.group(2) == "ms" else v * 1000
+    m = re.match(r"([\d.]+)(us|ms|s|m)", s)
+    if not m:
+        sys.exit(f"bench: cannot read wrk's output for {proxy} {cell}:\n{out}")
+    v = float(m.group(1))
+    return {"us": v / 1000, "ms": v, "s": v * 1000, "m": v * 60000}[m.group(2)]
+if not re.search(r"Requests/sec:", out) or not re.search(r"50%", out):
+    sys.exit(f"bench: cannot read wrk's output for {proxy} {cell}:\n{out}")
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 p50 = dur(re.search(r"50%\s+(\S+)", out).group(1)); p99 = dur(re.search(r"99%\s+(\S+)", out).group(1))
 tr = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out)
@@ -223,7 +228,7 @@ dur = float(sys.argv[2])
 def med(v): return statistics.median(v)
 def rng(v, fmt): return f"{fmt.format(med(v))} ({fmt.format(min(v))}..{fmt.format(max(v))})"
 print(f"runs per cell: {sys.argv[3]}, {sys.argv[2]} s each; median (min..max)\n")
-for cell, title in [("keepalive", "L7 keep-alive, 50 connections"), ("newconn", "L7 new connection per request, 50 concurrent"), ("bulk", "L4 bulk, 4 connections fetching 64 MiB"), ("tls", "HTTPS keep-alive, 50 connections (ECDSA P-256)"), ("tlsnew", "HTTPS with a new TLS handshake per request, 50 concurrent (full handshakes)")]:
+for cell, title in [("keepalive", "L7 keep-alive, 50 connections"), ("newconn", "L7 new connection per request, 50 concurrent"), ("bulk", "L4 bulk, 4 connections fetching 64 MiB"), ("tls", "HTTPS keep-alive, 50 connections (ECDSA P-256)"), ("tlsnew", "HTTPS with a new TLS connection per request, 50 concurrent (wrk resumes sessions; all three allow resumption)")]:
     if ("haproxy", cell) not in rows:
         continue
     print(f"### {title}\n")
