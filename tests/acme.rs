@@ -195,14 +195,7 @@ on_host_rule = true
         let mode = std::fs::metadata(storage.join(f)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{f} has mode {mode:o}");
     }
-    let text = client()
-        .get(format!("http://{}/metrics", l.addr("admin")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = l.metrics().await;
     assert!(text.contains("lariat_acme_orders_total{result=\"ok\"} 1"), "{text}");
     assert!(text.contains("certificate=\"acme.example.test\",source=\"acme\""), "{text}");
     let port = secure.port();
@@ -230,14 +223,7 @@ on_host_rule = true
         ["DNSName(acme.example.test)"]
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let text = client()
-        .get(format!("http://{}/metrics", l2.addr("admin")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = l2.metrics().await;
     assert!(
         !text.contains("lariat_acme_orders_total{result=\"ok\"}"),
         "ordered again after a restart: {text}"

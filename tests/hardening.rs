@@ -99,14 +99,7 @@ async fn smuggling_table() {
     assert!(exchange(l.addr("web"), b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         .await
         .starts_with("HTTP/1.1 200"));
-    let text = client()
-        .get(format!("http://{}/metrics", l.addr("admin")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = l.metrics().await;
     assert!(
         text.contains("lariat_bad_requests_total{entrypoint=\"web\",reason=\"smuggling\"}"),
         "{text}"
@@ -224,14 +217,7 @@ async fn limits_headers_bodies_connections_idle() {
         let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
         assert!(r.is_ok(), "an idle keep-alive connection outlived idle_timeout");
     }
-    let text = client()
-        .get(format!("http://{}/metrics", l.addr("admin")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = l.metrics().await;
     assert!(
         text.contains("lariat_rejected_connections_total{entrypoint=\"web\",reason=\"max_connections\"} 1"),
         "{text}"
@@ -283,14 +269,7 @@ async fn slowloris_gets_408_on_time() {
         let _ = tokio::time::timeout(Duration::from_millis(200), s.read(&mut rest)).await;
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
-    let text = client()
-        .get(format!("http://{}/metrics", l.addr("admin")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = l.metrics().await;
     assert!(
         text.contains("lariat_bad_requests_total{entrypoint=\"web\",reason=\"timeout\"} 1"),
         "{text}"

@@ -153,14 +153,7 @@ async fn untrusted_sources_are_closed() {
     // Without a header, the untrusted client is served as usual.
     let out = raw(l.addr("web"), req).await;
     assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
-    let text = client()
-        .get(format!("http://{}/metrics", l.addr("admin")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = l.metrics().await;
     assert!(
         text.contains("lariat_rejected_connections_total{entrypoint=\"web\",reason=\"proxy_protocol\"} 2"),
         "{text}"

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
 
 use common::certs::{ca, connector, issue, served_names_at, Ca};
 
@@ -297,20 +296,7 @@ impl tokio::io::AsyncWrite for OneByteAtATime {
 
 /// A TLS backend (its own certificate for `name`) that answers every line with "{tag}:{line}".
 async fn tls_echo(ca: &Ca, dir: &Path, name: &str, tag: &'static str) -> std::net::SocketAddr {
-    let (c, k) = issue(ca, dir, &format!("backend-{tag}"), &[name]);
-    let chain: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(&c)
-        .unwrap()
-        .map(|c| c.unwrap())
-        .collect();
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&k).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = common::certs::acceptor(ca, dir, &format!("backend-{tag}"), &[name]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -441,14 +427,7 @@ key = "{k}"
             .expect("garbage kept the connection open");
         assert!(matches!(n, Ok(0) | Err(_)));
     }
-    let text = client()
-        .get(format!("http://{}/metrics", l.addr("admin")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = l.metrics().await;
     assert!(
         text.contains("lariat_rejected_connections_total{entrypoint=\"tls\",reason=\"tls\"} 1"),
         "{text}"
@@ -477,20 +456,7 @@ fn sni_route_rules() {
 
 /// An HTTPS backend (certificate for `name` from `ca`) answering every request with "tls-hello".
 async fn https_backend(ca: &Ca, dir: &Path, name: &str) -> std::net::SocketAddr {
-    let (c, k) = issue(ca, dir, "https-backend", &[name]);
-    let chain: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(&c)
-        .unwrap()
-        .map(|c| c.unwrap())
-        .collect();
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&k).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = common::certs::acceptor(ca, dir, "https-backend", &[name]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -699,14 +665,7 @@ async fn rsa_and_ec_key_formats_expired_certificates_and_min_version() {
             .any(|c| c["names"][0] == "old.example.com" && c["expired"] == true),
         "{list}"
     );
-    let text = client()
-        .get(format!("http://{}/metrics", l.addr("admin")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = l.metrics().await;
     assert!(
         text.contains("lariat_tls_certificate_not_after_timestamp_seconds{certificate=\"old.example.com\",source=\"file\"} 1609459200"),
         "{text}"

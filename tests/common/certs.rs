@@ -64,3 +64,21 @@ pub async fn served_names_at(addr: std::net::SocketAddr, ca: &Ca, sni: &str) -> 
     let san = x.subject_alternative_name().unwrap().unwrap();
     Ok(san.value.general_names.iter().map(|n| n.to_string()).collect())
 }
+
+/// A TLS acceptor serving a certificate for `names` (written as `dir/{file}.pem` and `.key`).
+pub fn acceptor(ca: &Ca, dir: &Path, file: &str, names: &[&str]) -> tokio_rustls::TlsAcceptor {
+    let (c, k) = issue(ca, dir, file, names);
+    let chain: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(&c)
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&k).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}

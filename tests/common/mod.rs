@@ -374,6 +374,18 @@ impl Lariat {
         format!("http://{}{}", self.addr(name), path)
     }
 
+    /// The admin listener's /metrics text.
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(format!("http://{}/metrics", self.addr("admin")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn running(&self) -> &Running {
         self.running.as_ref().unwrap()
     }
