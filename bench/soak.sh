@@ -27,9 +27,18 @@ WORK=$(mktemp -d /tmp/lariat-soak.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
-exec python3 - "$BIN" "$WORK" "$SECONDS_TOTAL" "$INTERVAL" <<'PY'
-import os, random, signal, socket, subprocess, sys, threading, time, http.client
+python3 - "$BIN" "$WORK" "$SECONDS_TOTAL" "$INTERVAL" <<'PY'
+import atexit, os, random, signal, socket, subprocess, sys, threading, time, http.client
 BIN, WORK, TOTAL, INTERVAL = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+children = []
+def reap():
+    for c in children:
+        if c.poll() is None:
+            c.kill()
+        try: c.wait(timeout=5)
+        except Exception: pass
+atexit.register(reap)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
 
 def port():
     s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
@@ -41,6 +50,7 @@ backends = {}
 def start_backend(p):
     backends[p] = subprocess.Popen([sys.executable, "-m", "http.server", str(p), "--bind", "127.0.0.1", "--directory", WWW],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children.append(backends[p])
 for p in backend_ports: start_backend(p)
 echo_port = port()
 def echo_server():
@@ -100,6 +110,7 @@ poll_interval = "200ms"
     tmp = conf + ".tmp"; open(tmp, "w").write(text); os.replace(tmp, conf)
 write_conf(backend_ports)
 lariat = subprocess.Popen([BIN, "-c", conf], stdout=subprocess.DEVNULL, stderr=open(os.path.join(WORK, "lariat.log"), "w"))
+children.append(lariat)
 for _ in range(200):
     try:
         socket.create_connection(("127.0.0.1", admin), timeout=0.2).close(); break

@@ -223,6 +223,7 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
                             counters: counters.clone(),
                             proxy_protocol: None,
                             max_connections: 0,
+                            idle_timeout: config.server.idle_timeout,
                         }),
                     };
                     let mut svc = Service::new(
@@ -261,6 +262,7 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
                     counters,
                     proxy_protocol,
                     max_connections: ep.max_connections,
+                    idle_timeout: config.server.idle_timeout,
                 };
                 let mut svc = Service::new(format!("entrypoint {}", ep.name), app);
                 svc.add_tcp(&addr);

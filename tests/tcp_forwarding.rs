@@ -131,3 +131,41 @@ async fn no_backend_closes_the_connection() {
         .expect("connection left open");
     assert!(matches!(n, Ok(0) | Err(_)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_bytes_counted_while_open() {
+    let echo = tcp_echo().await;
+    let conf = conf("\"{b:e}\"").replace("access_log = false", "access_log = false\nidle_timeout = \"1s\"");
+    let l = Lariat::new(&[("b:e", echo.addr.to_string())]).start(&conf).await;
+    let mut s = TcpStream::connect(l.addr("pg")).await.unwrap();
+    s.write_all(b"0123456789").await.unwrap();
+    let mut buf = [0u8; 10];
+    s.read_exact(&mut buf).await.unwrap();
+    // Still open: the bytes are in the metrics already.
+    let text = l.metrics().await;
+    assert!(
+        text.contains("lariat_tcp_bytes_total{entrypoint=\"pg\",service=\"db@file\",direction=\"rx\"} 10"),
+        "{text}"
+    );
+    // Then nothing either way: lariat closes it after idle_timeout.
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(r.is_ok(), "an idle TCP connection outlived idle_timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_exchange_without_closing() {
+    let echo = tcp_echo().await;
+    let l = Lariat::new(&[("b:e", echo.addr.to_string())]).start(&conf("\"{b:e}\"")).await;
+    let mut s = TcpStream::connect(l.addr("pg")).await.unwrap();
+    for i in 0..5 {
+        let msg = format!("turn {i}");
+        s.write_all(msg.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf))
+            .await
+            .expect("an answer stuck in a buffer")
+            .unwrap();
+        assert_eq!(buf, msg.as_bytes());
+    }
+}

@@ -3,6 +3,7 @@
 pub mod deadline;
 pub mod http;
 pub mod pp;
+pub mod pump;
 mod respond;
 pub mod sni;
 pub mod strict;

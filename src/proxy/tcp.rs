@@ -32,6 +32,8 @@ pub struct TcpProxy {
     pub proxy_protocol: Option<Arc<[crate::net::Cidr]>>,
     /// Open connections allowed, 0 = unlimited.
     pub max_connections: u64,
+    /// A connection with no bytes either way for this long is closed.
+    pub idle_timeout: Duration,
 }
 
 /// Accept a PROXY header on `io` per the entrypoint's settings; None: the connection is closed.
@@ -93,7 +95,7 @@ impl TcpProxy {
     }
 
     /// Forward a connection to `target`'s service until both sides are done.
-    pub async fn forward(&self, mut io: Stream, target: &TcpTarget, start: Instant) {
+    pub async fn forward(&self, io: Stream, target: &TcpTarget, start: Instant) {
         let client = client_of(&io);
         let Some((mut upstream, slot, service)) = self.connect(target, client).await else {
             if self.shared.access_log() {
@@ -115,13 +117,14 @@ impl TcpProxy {
         }
         let counters = service.stats.tcp.get(&self.entrypoint);
         counters.connections.fetch_add(1, Ordering::Relaxed);
-        let result = tokio::io::copy_bidirectional(&mut io, &mut upstream).await;
-        let (rx, tx, status) = match result {
-            Ok((rx, tx)) => (rx, tx, "closed".to_string()),
-            Err(e) => (0, 0, format!("error:{}", e.kind())),
+        // Counted as data flows, so long-lived connections show up in the metrics while open.
+        let end = super::pump::both_ways(io, upstream, self.idle_timeout, &counters.rx, &counters.tx).await;
+        let (rx, tx) = (end.up, end.down);
+        let status = match end.how {
+            super::pump::How::Closed => "closed".to_string(),
+            super::pump::How::Idle => "idle_timeout".to_string(),
+            super::pump::How::Error(kind) => format!("error:{kind}"),
         };
-        counters.rx.fetch_add(rx, Ordering::Relaxed);
-        counters.tx.fetch_add(tx, Ordering::Relaxed);
         if self.shared.access_log() {
             log::info!(
                 target: "access",
