@@ -287,12 +287,7 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
     ));
 
     if let Some(r) = &config.providers.rancher {
-        let tcp: Vec<String> = config
-            .entrypoints
-            .values()
-            .filter(|e| e.kind == EntrypointKind::Tcp)
-            .map(|e| e.name.clone())
-            .collect();
+        let tcp = config.entrypoints_of(EntrypointKind::Tcp);
         server.add_service(background_service(
             "rancher provider",
             crate::discovery::rancher::Rancher::new(r.clone(), tcp, shared.clone()),
@@ -300,12 +295,7 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
     }
 
     if let Some(k) = &config.providers.kubernetes {
-        let tcp: Vec<String> = config
-            .entrypoints
-            .values()
-            .filter(|e| e.kind == EntrypointKind::Tcp)
-            .map(|e| e.name.clone())
-            .collect();
+        let tcp = config.entrypoints_of(EntrypointKind::Tcp);
         let provider = crate::discovery::kubernetes::Kubernetes {
             cfg: k.clone(),
             tcp_entrypoints: tcp,
@@ -315,12 +305,7 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
     }
 
     if let Some(acme) = &config.tls.acme {
-        let https_entrypoints = config
-            .entrypoints
-            .values()
-            .filter(|e| e.kind == EntrypointKind::Https)
-            .map(|e| e.name.clone())
-            .collect();
+        let https_entrypoints = config.entrypoints_of(EntrypointKind::Https);
         server.add_service(background_service(
             "acme",
             crate::tls::acme::Acme {

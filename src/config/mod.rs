@@ -240,6 +240,15 @@ impl Config {
         validate::validate(raw).map_err(|problems| ConfigError::Invalid { problems })
     }
 
+    /// The names of the entrypoints of one kind.
+    pub fn entrypoints_of(&self, kind: EntrypointKind) -> Vec<String> {
+        self.entrypoints
+            .values()
+            .filter(|e| e.kind == kind)
+            .map(|e| e.name.clone())
+            .collect()
+    }
+
     /// A human summary of what this config serves, for `lariat check`.
     pub fn summary(&self) -> String {
         use std::fmt::Write;
