@@ -48,8 +48,13 @@ WWW = os.path.join(WORK, "www"); os.makedirs(WWW); open(os.path.join(WWW, "index
 backend_ports = [port() for _ in range(3)]
 backends = {}
 def start_backend(p):
-    backends[p] = subprocess.Popen([sys.executable, "-m", "http.server", str(p), "--bind", "127.0.0.1", "--directory", WWW],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # A threaded HTTP server with a real listen backlog (python -m http.server keeps 5).
+    code = ("import http.server, functools, sys\n"
+            "class S(http.server.ThreadingHTTPServer): request_queue_size = 1024\n"
+            "class H(http.server.SimpleHTTPRequestHandler):\n"
+            "    def log_message(self, *a): pass\n"
+            "S(('127.0.0.1', int(sys.argv[1])), functools.partial(H, directory=sys.argv[2])).serve_forever()\n")
+    backends[p] = subprocess.Popen([sys.executable, "-c", code, str(p), WWW], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     children.append(backends[p])
 for p in backend_ports: start_backend(p)
 echo_port = port()

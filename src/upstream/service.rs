@@ -158,6 +158,14 @@ impl Service {
             .count()
     }
 
+    /// Members that take traffic under recreate: healthy (or unchecked) and not ejected.
+    pub fn routable_count(&self, now: Instant) -> usize {
+        self.members
+            .iter()
+            .filter(|m| m.breaker.state(now) == BreakerState::Closed && (!self.checked() || m.health.state() == Active::Healthy))
+            .count()
+    }
+
     /// Whether the strategy currently routes to every member (recreateOnQuorum below quorum).
     pub fn quorum_lost(&self, now: Instant) -> bool {
         match self.spec.strategy {
@@ -233,9 +241,13 @@ impl Service {
         }
         // Under `none` nothing leaves rotation, so any success may close an open breaker.
         let probe = probe || (self.spec.strategy == Strategy::None && m.breaker.state(now) != BreakerState::Closed);
+        // The passive breaker never turns a partial outage into a total one: it does not take a
+        // recreateOnQuorum service below its quorum, nor a recreate service's last routable backend
+        // (Envoy's max_ejection_percent plays this part there).
         let may_eject = || match self.spec.strategy {
             Strategy::RecreateOnQuorum(q) => self.healthy_count(now) > q as usize,
-            _ => true,
+            Strategy::Recreate => self.routable_count(now) > 1,
+            Strategy::None => true,
         };
         match m.breaker.record(now, ok, probe, &self.spec.breaker, &may_eject) {
             Some(Transition::Ejected(d)) => {
@@ -285,12 +297,21 @@ mod tests {
         s.record(1, Attempt::Failed, false, now);
         assert_eq!(s.member_state(1, now), BackendState::Healthy);
         assert_eq!(s.healthy_count(now), 2);
-        // Under recreate nothing holds it back.
+        // Under recreate the last routable backend is never ejected.
         let r = service(Strategy::Recreate, 2);
         r.record(0, Attempt::Failed, false, now);
         r.record(1, Attempt::Failed, false, now);
-        assert_eq!(r.healthy_count(now), 0);
-        assert!(r.pick(b"", &[], now).is_none(), "recreate: ejected backends take no traffic");
+        assert_eq!(r.member_state(0, now), BackendState::Ejected);
+        assert_eq!(
+            r.member_state(1, now),
+            BackendState::Healthy,
+            "the last routable backend was ejected"
+        );
+        assert_eq!(
+            r.pick(b"", &[], now).map(|p| p.index),
+            Some(1),
+            "recreate: the ejected backend takes no traffic"
+        );
     }
 
     #[tokio::test(start_paused = true)]
