@@ -43,6 +43,17 @@ pub struct Pick {
     pub probe: bool,
 }
 
+/// Which members a pick may choose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Who {
+    /// The ones the strategy routes to.
+    Eligible,
+    /// Also those the passive breaker ejected (active check still passing).
+    IgnoreBreaker,
+    /// Every member (recreateOnQuorum below quorum).
+    Everyone,
+}
+
 /// What became of a request to a backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Attempt {
@@ -176,12 +187,13 @@ impl Service {
 
     /// May member `i` take traffic under the strategy? Half-open members pass here; the probe is
     /// claimed after selection.
-    fn eligible(&self, i: usize, now: Instant, everyone: bool) -> bool {
-        if everyone || self.spec.strategy == Strategy::None {
+    fn eligible(&self, i: usize, now: Instant, who: Who) -> bool {
+        if who == Who::Everyone || self.spec.strategy == Strategy::None {
             return true;
         }
         let m = &self.members[i];
-        (!self.checked() || m.health.state() == Active::Healthy) && m.breaker.state(now) != BreakerState::Open
+        let active_ok = !self.checked() || m.health.state() == Active::Healthy;
+        active_ok && (who == Who::IgnoreBreaker || m.breaker.state(now) != BreakerState::Open)
     }
 
     /// Pick a backend not in `exclude` that the strategy allows and that has a free connection
@@ -190,29 +202,32 @@ impl Service {
         // recreateOnQuorum below quorum fails open: every member takes traffic. The health loop
         // keeps the flag; when nothing is eligible the quorum is checked at once.
         let open = matches!(self.spec.strategy, Strategy::RecreateOnQuorum(_)) && self.fail_open.load(Ordering::Relaxed);
-        self.pick_among(key, exclude, now, open).or_else(|| {
+        let first = if open { Who::Everyone } else { Who::Eligible };
+        self.pick_among(key, exclude, now, first).or_else(|| {
             if !open && self.quorum_lost(now) {
-                self.pick_among(key, exclude, now, true)
-            } else {
-                None
+                return self.pick_among(key, exclude, now, Who::Everyone);
             }
+            // Nothing eligible, but backends whose active check passes were only ejected by the
+            // passive breaker (a softer signal): try them rather than answer 503 — Envoy's panic
+            // mode plays this part. Unhealthy ones stay out.
+            if !open && self.spec.strategy == Strategy::Recreate {
+                return self.pick_among(key, exclude, now, Who::IgnoreBreaker);
+            }
+            None
         })
     }
 
-    fn pick_among(&self, key: &[u8], exclude: &[usize], now: Instant, everyone: bool) -> Option<Pick> {
+    fn pick_among(&self, key: &[u8], exclude: &[usize], now: Instant, who: Who) -> Option<Pick> {
         let max = self.spec.max_connections;
         let members = &self.members;
         let mut refused: Vec<usize> = Vec::new();
         // Bounded: each round either returns or refuses one more member.
         for _ in 0..members.len() + 3 {
             let accept = |i: usize| {
-                !exclude.contains(&i)
-                    && !refused.contains(&i)
-                    && (max == 0 || members[i].in_flight() < max)
-                    && self.eligible(i, now, everyone)
+                !exclude.contains(&i) && !refused.contains(&i) && (max == 0 || members[i].in_flight() < max) && self.eligible(i, now, who)
             };
             let i = self.selector.select(key, members, &self.weights, &accept)?;
-            let probe = if everyone || self.spec.strategy == Strategy::None {
+            let probe = if who != Who::Eligible || self.spec.strategy == Strategy::None {
                 false
             } else {
                 match members[i].breaker.admit(now) {
@@ -333,6 +348,24 @@ mod tests {
         spec.strategy = Strategy::None;
         let n = Service::build(spec, None);
         assert!(n.pick(b"", &[], now).is_some(), "none routes whatever the state");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_ejected_backends_left_still_take_traffic_under_recreate() {
+        let now = Instant::now();
+        let s = service(Strategy::Recreate, 2);
+        s.record(0, Attempt::Failed, false, now);
+        assert_eq!(s.member_state(0, now), BackendState::Ejected);
+        // Discovery removes the healthy one: only the ejected backend is left.
+        let mut spec = s.spec.clone();
+        spec.backends.truncate(1);
+        let left = Service::build(spec, Some(&s));
+        assert_eq!(left.member_state(0, now), BackendState::Ejected);
+        assert_eq!(
+            left.pick(b"", &[], now).map(|p| p.index),
+            Some(0),
+            "a passive ejection must not turn into a 503"
+        );
     }
 
     #[tokio::test(start_paused = true)]
