@@ -61,18 +61,23 @@ async fn names_trusting(addr: std::net::SocketAddr, root_pem: &str, sni: &str) -
         .collect())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn issuance_and_reuse_after_restart() {
+struct Pebble {
+    _dns: Kill,
+    pebble: Option<Kill>,
+    directory: String,
+    root: String,
+    ca_file: std::path::PathBuf,
+}
+
+/// Start pebble-challtestsrv and pebble, validating HTTP-01 on `l`'s http entrypoint.
+async fn pebble(ca: &common::certs::Ca, l: &mut Lariat) -> Pebble {
     assert!(
         have("pebble") && have("pebble-challtestsrv"),
         "pebble is not installed: ./test.sh installs it (apt-get install pebble)"
     );
-    let app = http_backend("app").await;
-    let ca = ca();
-    let mut l = Lariat::new(&[("b:app", app.addr.to_string())]);
     let dir = l.path.parent().unwrap().to_path_buf();
     // pebble's own TLS: a certificate for localhost and 127.0.0.1 from our test CA.
-    let (pc, pk) = issue(&ca, &dir, "pebble", &["localhost", "127.0.0.1"]);
+    let (pc, pk) = issue(ca, &dir, "pebble", &["localhost", "127.0.0.1"]);
     let ca_file = dir.join("test-ca.pem");
     std::fs::write(&ca_file, &ca.pem).unwrap();
     let (acme_port, mgmt_port, dns_port, chall_mgmt, tls_port) = (free_port(), free_port(), free_port(), free_port(), free_port());
@@ -144,8 +149,17 @@ async fn issuance_and_reuse_after_restart() {
         .await
         .unwrap();
 
-    let storage = dir.join("acme");
-    let conf = format!(
+    Pebble {
+        _dns,
+        pebble: Some(_pebble),
+        directory,
+        root,
+        ca_file,
+    }
+}
+
+fn acme_conf(p: &Pebble, storage: &std::path::Path, renew_before: &str) -> String {
+    format!(
         r#"
 [server]
 threads = 1
@@ -166,14 +180,32 @@ service = "app"
 backends = ["{{b:app}}"]
 [tls.acme]
 email = "ops@example.test"
-directory = "{directory}"
+directory = "{}"
 ca_file = "{}"
 storage = "{}"
 on_host_rule = true
+renew_before = "{renew_before}"
 "#,
-        ca_file.display(),
+        p.directory,
+        p.ca_file.display(),
         storage.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuance_and_reuse_after_restart() {
+    assert!(
+        have("pebble") && have("pebble-challtestsrv"),
+        "pebble is not installed: ./test.sh installs it (apt-get install pebble)"
     );
+    let app = http_backend("app").await;
+    let ca = ca();
+    let mut l = Lariat::new(&[("b:app", app.addr.to_string())]);
+    let dir = l.path.parent().unwrap().to_path_buf();
+    let p = pebble(&ca, &mut l).await;
+    let root = p.root.clone();
+    let storage = dir.join("acme");
+    let conf = acme_conf(&p, &storage, "30d");
     l = l.start(&conf).await;
     let secure = l.addr("websecure");
     let t0 = tokio::time::Instant::now();
@@ -227,5 +259,47 @@ on_host_rule = true
     assert!(
         !text.contains("lariat_acme_orders_total{result=\"ok\"}"),
         "ordered again after a restart: {text}"
+    );
+}
+
+/// With renew_before longer than pebble's validity every certificate is due at once: lariat renews,
+/// and when the CA goes away the failed orders are counted and the certificate in force stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_and_failed_orders_keep_the_certificate() {
+    let app = http_backend("app").await;
+    let ca = ca();
+    let mut l = Lariat::new(&[("b:app", app.addr.to_string())]);
+    let dir = l.path.parent().unwrap().to_path_buf();
+    let mut p = pebble(&ca, &mut l).await;
+    let conf = acme_conf(&p, &dir.join("acme"), "3650d");
+    l = l.start(&conf).await;
+    let secure = l.addr("websecure");
+    let orders = |text: &str, result: &str| -> u64 {
+        let key = format!("lariat_acme_orders_total{{result=\"{result}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(key.as_str()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let t0 = tokio::time::Instant::now();
+    while orders(&l.metrics().await, "ok") < 2 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no renewal within 60 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        names_trusting(secure, &p.root, "acme.example.test").await.unwrap(),
+        ["DNSName(acme.example.test)"]
+    );
+    // The CA goes away: renewals fail, back off, and the certificate keeps being served.
+    p.pebble = None;
+    let t0 = tokio::time::Instant::now();
+    while orders(&l.metrics().await, "error") < 1 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no failed order counted within 60 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        names_trusting(secure, &p.root, "acme.example.test").await.unwrap(),
+        ["DNSName(acme.example.test)"],
+        "a failed order removed the certificate"
     );
 }
