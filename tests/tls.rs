@@ -76,6 +76,12 @@ async fn certificate_per_sni_wildcard_default_and_refusal() {
         refused.is_err(),
         "no certificate and no default must refuse the handshake: {refused:?}"
     );
+    // No SNI at all (a client connecting by address) and no default: refused too.
+    let no_sni = served_names(&l, &ca, "127.0.0.1").await;
+    assert!(
+        no_sni.is_err(),
+        "a handshake without SNI and without a default certificate must be refused: {no_sni:?}"
+    );
     drop(l);
 
     // With a default certificate, unknown names get it.
