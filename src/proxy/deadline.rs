@@ -48,15 +48,12 @@ impl HeadDeadline {
         })
     }
 
+    /// Whether "\r\n\r\n" ends within `data`, counting the last bytes of earlier reads.
     fn saw_end_of_head(&mut self, data: &[u8]) -> bool {
-        let mut window = std::mem::take(&mut self.tail);
-        window.extend_from_slice(&data[..data.len().min(4096)]);
-        let found = window.windows(4).any(|w| w == b"\r\n\r\n") || data.windows(4).any(|w| w == b"\r\n\r\n");
-        let keep = window.len().saturating_sub(3);
-        self.tail = window.split_off(keep.min(window.len()));
-        if data.len() > 4096 {
-            self.tail = data[data.len() - 3..].to_vec();
-        }
+        self.tail.extend_from_slice(data);
+        let found = self.tail.windows(4).any(|w| w == b"\r\n\r\n");
+        let keep = self.tail.len().saturating_sub(3);
+        self.tail.drain(..keep);
         found
     }
 }
@@ -77,8 +74,7 @@ impl AsyncRead for HeadDeadline {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if self.sleep.is_some() {
             if let Poll::Ready(Ok(())) = &r {
-                let data = buf.filled()[before..].to_vec();
-                if self.saw_end_of_head(&data) {
+                if self.saw_end_of_head(&buf.filled()[before..]) {
                     self.sleep = None;
                 }
             }

@@ -2,6 +2,7 @@
 //! rustls' `Acceptor` (which copes with a hello split over segments and records), and put back
 //! with `rewind`, so the connection can then be forwarded as is or terminated.
 
+use crate::metrics::EntrypointCounters;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -77,4 +78,19 @@ pub async fn peek_hello(stream: &mut L4Stream, timeout: Duration) -> Result<Hell
     let hello = r.and_then(|x| x);
     stream.rewind(&buf);
     hello
+}
+
+/// `peek_hello` for an entrypoint: None when the connection should close; a malformed or missing
+/// hello is counted as rejected (a connection closed before any hello, a TCP health check, is not).
+pub async fn hello_or_close(stream: &mut L4Stream, timeout: Duration, counters: &EntrypointCounters, entrypoint: &str) -> Option<Hello> {
+    match peek_hello(stream, timeout).await {
+        Ok(h) => Some(h),
+        Err(e) => {
+            log::debug!("{entrypoint}: {e}");
+            if e != HelloError::Closed {
+                counters.rejected_tls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            None
+        }
+    }
 }

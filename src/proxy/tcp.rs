@@ -3,7 +3,7 @@
 //! backend after a refused or timed-out connect, up to `retries`), then copy bytes both ways,
 //! passing a half-close on to the other side.
 
-use super::sni::{peek_hello, Hello, HelloError};
+use super::sni::{hello_or_close, Hello};
 use crate::metrics::OpenGuard;
 use crate::route_tcp::TcpTarget;
 use crate::state::Shared;
@@ -161,17 +161,9 @@ impl ServerApp for TcpProxy {
             Ok(s) => *s,
             Err(_) => return None,
         };
-        let sni = match peek_hello(&mut l4, HELLO_TIMEOUT).await {
-            Ok(Hello::Tls(sni)) => sni,
-            Ok(Hello::Plain) => None,
-            Err(e) => {
-                log::debug!("tcp {}: {e}", self.entrypoint);
-                // A connection closed before any hello (a TCP health check) is no rejection.
-                if e != HelloError::Closed {
-                    self.counters.rejected_tls.fetch_add(1, Ordering::Relaxed);
-                }
-                return None;
-            }
+        let sni = match hello_or_close(&mut l4, HELLO_TIMEOUT, &self.counters, &self.entrypoint).await? {
+            Hello::Tls(sni) => sni,
+            Hello::Plain => None,
         };
         let target = table.lookup(sni.as_deref()).cloned()?;
         self.forward(Box::new(l4), &target, start).await;

@@ -3,7 +3,7 @@
 //! then the decrypted stream goes to the entrypoint's HTTP proxy, which picks HTTP/2 or HTTP/1.1
 //! from the negotiated ALPN.
 
-use super::sni::{peek_hello, Hello, HelloError};
+use super::sni::{hello_or_close, Hello};
 use super::tcp::{TcpProxy, HELLO_TIMEOUT};
 use crate::metrics::EntrypointCounters;
 use async_trait::async_trait;
@@ -45,20 +45,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsFront<A> {
         let snap = self.passthrough.shared.registry.snapshot();
         if let Some(table) = snap.tcp.get(&*self.entrypoint).filter(|t| t.by_sni()) {
             let start = tokio::time::Instant::now();
-            match peek_hello(&mut stream, HELLO_TIMEOUT).await {
-                Ok(Hello::Tls(Some(name))) => {
-                    if let Some(target) = table.passthrough(&name).cloned() {
-                        self.passthrough.forward(Box::new(stream), &target, start).await;
-                        return None;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    log::debug!("{}: {e}", self.entrypoint);
-                    // A connection closed before any hello (a TCP health check) is no rejection.
-                    if e != HelloError::Closed {
-                        self.counters.rejected_tls.fetch_add(1, Ordering::Relaxed);
-                    }
+            let hello = hello_or_close(&mut stream, HELLO_TIMEOUT, &self.counters, &self.entrypoint).await?;
+            if let Hello::Tls(Some(name)) = hello {
+                if let Some(target) = table.passthrough(&name).cloned() {
+                    self.passthrough.forward(Box::new(stream), &target, start).await;
                     return None;
                 }
             }
