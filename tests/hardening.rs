@@ -65,6 +65,22 @@ const SMUGGLING: &[(&str, &[u8])] = &[
     ("obs-fold", b"GET / HTTP/1.1\r\nHost: a\r\nX-Folded: one\r\n two\r\n\r\n"),
     ("bare CR in a header", b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\rc\r\n\r\n"),
     ("NUL in a header", b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\0c\r\n\r\n"),
+    (
+        "a chunk size that is not hex",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    ),
+    (
+        "a chunk size with a 0x prefix",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n",
+    ),
+    (
+        "a chunk size that overflows",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+    ),
+    (
+        "a negative chunk size",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n",
+    ),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,4 +290,147 @@ async fn slowloris_gets_408_on_time() {
         text.contains("lariat_bad_requests_total{entrypoint=\"web\",reason=\"timeout\"} 1"),
         "{text}"
     );
+}
+
+/// How a scripted backend treats each connection.
+#[derive(Clone, Copy, Debug)]
+enum Misbehaviour {
+    /// Answers with response headers over Pingora's 1 MiB head limit.
+    HugeHead,
+    /// Sends half of a declared body, then resets the connection.
+    ResetMidBody,
+    /// Sends half of a declared body, then nothing more.
+    StallMidBody,
+    /// Reads the request, never answers.
+    NeverAnswers,
+    /// Never reads the request (nor its body), never answers.
+    NeverReads,
+}
+
+/// A backend that misbehaves as told and counts the connections it still holds open (one is
+/// released when lariat closes its side, so a count that stays up is a leaked connection).
+async fn misbehaving_backend(how: Misbehaviour) -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let held = open.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let held = held.clone();
+            held.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                if !matches!(how, Misbehaviour::NeverReads) {
+                    let _ = s.read(&mut buf).await;
+                }
+                let half = format!("HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n{}", "h".repeat(50_000));
+                match how {
+                    Misbehaviour::HugeHead => {
+                        let head = format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 0\r\n\r\n", "b".repeat(1_500_000));
+                        let _ = s.write_all(head.as_bytes()).await;
+                    }
+                    Misbehaviour::ResetMidBody => {
+                        let _ = s.write_all(half.as_bytes()).await;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        let _ = s.set_zero_linger();
+                        held.fetch_sub(1, Ordering::SeqCst);
+                        return; // dropped with linger 0: a reset
+                    }
+                    Misbehaviour::StallMidBody => {
+                        let _ = s.write_all(half.as_bytes()).await;
+                    }
+                    Misbehaviour::NeverAnswers | Misbehaviour::NeverReads => {}
+                }
+                // Hold the connection until lariat closes it (bounded, so a leak fails the test
+                // rather than hanging it).
+                if matches!(how, Misbehaviour::NeverReads) {
+                    let _ = tokio::time::timeout(Duration::from_secs(30), s.readable()).await;
+                    // Readable: data (never read) or EOF; wait for the close itself.
+                    let _ = tokio::time::timeout(Duration::from_secs(30), async {
+                        loop {
+                            match s.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                            }
+                        }
+                    })
+                    .await;
+                } else {
+                    let _ = tokio::time::timeout(Duration::from_secs(30), async { while let Ok(1..) = s.read(&mut buf).await {} }).await;
+                }
+                held.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, open)
+}
+
+/// Each misbehaving backend: the client gets a 502/504 or a response cut short, in bounded time;
+/// lariat closes its backend connection (none leaks) and its client connection count returns to 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_backends_end_cleanly() {
+    let conf = CONF.replace("retries = 0", "retries = 0\nread_timeout = \"1s\"");
+    for how in [
+        Misbehaviour::HugeHead,
+        Misbehaviour::ResetMidBody,
+        Misbehaviour::StallMidBody,
+        Misbehaviour::NeverAnswers,
+        Misbehaviour::NeverReads,
+    ] {
+        let (addr, open) = misbehaving_backend(how).await;
+        let l = Lariat::new(&[("b:app", addr.to_string())]).start(&conf).await;
+        let t0 = tokio::time::Instant::now();
+        let got = match how {
+            Misbehaviour::NeverReads => {
+                // A 4 MB upload the backend never reads: written from its own task, since the
+                // write itself may block once the buffers between are full.
+                let mut s = tokio::net::TcpStream::connect(l.addr("web")).await.unwrap();
+                let (mut r, mut w) = s.split();
+                let body = vec![b'u'; 4 << 20];
+                let head = format!(
+                    "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let send = async {
+                    let _ = w.write_all(head.as_bytes()).await;
+                    let _ = w.write_all(&body).await;
+                    std::future::pending::<()>().await
+                };
+                let mut out = Vec::new();
+                tokio::select! {
+                    _ = send => unreachable!(),
+                    r = tokio::time::timeout(Duration::from_secs(10), r.read_to_end(&mut out)) => {
+                        assert!(r.is_ok(), "{how:?}: the client connection hung");
+                    }
+                }
+                String::from_utf8_lossy(&out).into_owned()
+            }
+            _ => exchange(l.addr("web"), b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await,
+        };
+        let status = got.get(..12).unwrap_or("");
+        match how {
+            Misbehaviour::HugeHead => assert_eq!(status, "HTTP/1.1 502", "{how:?}"),
+            Misbehaviour::NeverAnswers => assert_eq!(status, "HTTP/1.1 504", "{how:?}"),
+            Misbehaviour::NeverReads => assert!(
+                status == "HTTP/1.1 504" || status == "HTTP/1.1 502" || got.is_empty(),
+                "{how:?}: {status:?}"
+            ),
+            Misbehaviour::ResetMidBody | Misbehaviour::StallMidBody => {
+                assert_eq!(status, "HTTP/1.1 200", "{how:?}");
+                assert!(got.len() < 100_000, "{how:?}: a cut body was completed");
+            }
+        }
+        assert!(t0.elapsed() < Duration::from_secs(8), "{how:?}: took {:?}", t0.elapsed());
+        let held = open.clone();
+        wait_until(Duration::from_secs(5), || {
+            let held = held.clone();
+            async move { held.load(Ordering::SeqCst) == 0 }
+        })
+        .await;
+        let text = l.metrics().await;
+        assert!(
+            text.contains("lariat_open_connections{entrypoint=\"web\",protocol=\"http\"} 0"),
+            "{how:?}: {text}"
+        );
+    }
 }

@@ -2,13 +2,12 @@
 //! and exits 0, and a zero-downtime `--upgrade` handover under load.
 
 mod common;
+use common::proc::*;
 use common::*;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-const BIN: &str = env!("CARGO_BIN_EXE_lariat");
 
 fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -62,81 +61,6 @@ fn version() {
         String::from_utf8_lossy(&out.stdout).trim(),
         format!("lariat {}", env!("CARGO_PKG_VERSION"))
     );
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(l: &Lariat, extra: &[&str]) -> Proc {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("-c")
-        .arg(&l.path)
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    Proc(cmd.spawn().unwrap())
-}
-
-fn signal(p: &Proc, sig: &str) {
-    assert!(Command::new("kill")
-        .args([&format!("-{sig}"), &p.0.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-}
-
-fn wait_exit(p: &mut Proc, limit: Duration) -> Option<i32> {
-    let deadline = std::time::Instant::now() + limit;
-    while std::time::Instant::now() < deadline {
-        if let Some(s) = p.0.try_wait().unwrap() {
-            return Some(s.code().unwrap_or(-1));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("lariat did not exit within {limit:?}");
-}
-
-fn write_conf(b: &HttpBackend, grace: &str) -> Lariat {
-    let mut l = Lariat::new(&[("b:a", b.addr.to_string())]);
-    let sock = l.path.with_file_name("upgrade.sock");
-    let text = l.render(&format!(
-        r#"
-[server]
-threads = 1
-grace_period = "{grace}"
-upgrade_sock = "{}"
-pid_file = "{}"
-[admin]
-listen = "{{admin}}"
-[entrypoints.web]
-listen = "{{web}}"
-kind = "http"
-[[routes]]
-service = "app"
-[services.app]
-backends = ["{{b:a}}"]
-"#,
-        sock.display(),
-        l.path.with_file_name("lariat.pid").display()
-    ));
-    std::fs::write(&l.path, text).unwrap();
-    l
-}
-
-async fn wait_serving(l: &Lariat) {
-    let url = l.url("web", "/");
-    wait_until(Duration::from_secs(15), || {
-        let url = url.clone();
-        async move { client().get(&url).send().await.is_ok_and(|r| r.status() == 200) }
-    })
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,6 +37,27 @@ pub struct HttpProxy {
     pub max_body_bytes: u64,
 }
 
+/// How long a chunked request's first chunk is awaited before its head goes to a backend.
+const FIRST_CHUNK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Read the first chunk of a chunked HTTP/1 request body before any backend sees the request, so
+/// that an invalid chunk size is refused with nothing forwarded. What is read stays in the retry
+/// buffer and goes to the backend first. A client that waits for `100 Continue`, or sends nothing
+/// within [`FIRST_CHUNK_WAIT`], is forwarded as it is (its chunks are still parsed on the way and
+/// re-framed, so a bad one later ends the body, never starts a second request).
+async fn prefetch_first_chunk(session: &mut Session) -> Result<()> {
+    let req = session.req_header();
+    let chunked = req.headers.contains_key(http::header::TRANSFER_ENCODING);
+    if !chunked || req.headers.contains_key(http::header::EXPECT) || session.as_ref().as_http1().is_none() {
+        return Ok(());
+    }
+    session.as_mut().enable_retry_buffering();
+    match tokio::time::timeout(FIRST_CHUNK_WAIT, session.read_request_body()).await {
+        Ok(read) => read.map(|_| ()),
+        Err(_) => Ok(()),
+    }
+}
+
 /// The size of a request head as sent (request line, headers, line ends).
 fn head_bytes(req: &RequestHeader) -> usize {
     let line = req.method.as_str().len() + req.uri.to_string().len() + 12;
@@ -184,6 +205,12 @@ impl ProxyHttp for HttpProxy {
         };
         if let Some(problem) = problem {
             log::debug!("{}: request refused: {problem}", self.entrypoint);
+            self.counters.bad_smuggling.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            respond::text(session, 400, respond::body_for(400)).await?;
+            return Ok(true);
+        }
+        if let Err(e) = prefetch_first_chunk(session).await {
+            log::debug!("{}: request refused: {e}", self.entrypoint);
             self.counters.bad_smuggling.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             respond::text(session, 400, respond::body_for(400)).await?;
             return Ok(true);

@@ -3,6 +3,7 @@
 
 pub mod certs;
 pub mod kube;
+pub mod proc;
 pub mod rancher;
 
 use bytes::Bytes;
