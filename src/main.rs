@@ -4,6 +4,11 @@ use lariat::{Config, RunOptions, Signals};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's malloc: Pingora allocates and frees several buffers per request,
+/// and glibc's malloc/free were a tenth of lariat's CPU on the keep-alive path (bench/RESULTS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage:
   lariat [-c|--config PATH]      run; PATH defaults to $LARIAT_CONFIG, then conf/lariat.toml
   lariat check [-c PATH]         validate a config, print what it would serve, exit 0 (ok) or 1
