@@ -196,10 +196,11 @@ def dur(s):
         sys.exit(f"bench: cannot read wrk's output for {proxy} {cell}:\n{out}")
     v = float(m.group(1))
     return {"us": v / 1000, "ms": v, "s": v * 1000, "m": v * 60000}[m.group(2)]
-if not re.search(r"Requests/sec:", out) or not re.search(r"50%", out):
+if not re.search(r"Requests/sec:", out) or not re.search(r"^\s+50%", out, re.M):
     sys.exit(f"bench: cannot read wrk's output for {proxy} {cell}:\n{out}")
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-p50 = dur(re.search(r"50%\s+(\S+)", out).group(1)); p99 = dur(re.search(r"99%\s+(\S+)", out).group(1))
+# Anchored: a latency line's "+/- Stdev" column may also end in "50%".
+p50 = dur(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)); p99 = dur(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
 tr = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out)
 mb = float(tr.group(1)) * {"B": 1/2**20, "KB": 1/1024, "MB": 1, "GB": 1024}[tr.group(2)]
 errs = re.search(r"Socket errors: (.*)", out); non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)

@@ -170,7 +170,6 @@ impl ProxyHttp for HttpProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        ctx.start = Instant::now();
         ctx.client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         if head_bytes(session.req_header()) > self.max_header_bytes {
             self.counters
@@ -194,10 +193,12 @@ impl ProxyHttp for HttpProxy {
         if session.get_keepalive().is_some() {
             session.set_keepalive(Some(self.idle_timeout.as_secs().max(1)));
         }
-        let raw_both = session
-            .as_ref()
-            .as_http1()
-            .is_some_and(|h1| super::strict::raw_has_cl_and_te(&h1.get_headers_raw_bytes()));
+        // The parser keeps only Transfer-Encoding when both came: look at the raw head then.
+        let raw_both = session.req_header().headers.contains_key(http::header::TRANSFER_ENCODING)
+            && session
+                .as_ref()
+                .as_http1()
+                .is_some_and(|h1| super::strict::raw_has_cl_and_te(&h1.get_headers_raw_bytes()));
         let problem = if raw_both {
             Some("both Content-Length and Transfer-Encoding")
         } else {
@@ -329,18 +330,27 @@ impl ProxyHttp for HttpProxy {
     }
 
     async fn upstream_request_filter(&self, session: &mut Session, req: &mut RequestHeader, ctx: &mut Ctx) -> Result<()> {
-        let host = request_host(session.req_header()).to_string();
-        if req.headers.get("host").is_none() && !host.is_empty() {
-            req.insert_header("host", &host)?;
+        // The Host header's value is shared, not copied; an HTTP/2 authority is made into one.
+        let host = match session.req_header().uri.authority() {
+            Some(a) => http::HeaderValue::from_str(a.as_str()).ok(),
+            None => session.req_header().headers.get(http::header::HOST).cloned(),
+        }
+        .filter(|h| !h.is_empty());
+        if let Some(host) = &host {
+            if !req.headers.contains_key(http::header::HOST) {
+                req.insert_header("host", host.clone())?;
+            }
         }
         if let Some(ip) = ctx.client_ip {
-            let ip = ip.to_string();
-            req.insert_header("x-forwarded-for", &ip)?;
-            req.insert_header("x-real-ip", &ip)?;
+            let ip = http::HeaderValue::from_maybe_shared(bytes::Bytes::from(ip.to_string()))
+                .map_err(|_| Error::explain(ErrorType::InternalError, "client address as a header"))?;
+            req.insert_header("x-forwarded-for", ip.clone())?;
+            req.insert_header("x-real-ip", ip)?;
         }
-        req.insert_header("x-forwarded-proto", if self.tls { "https" } else { "http" })?;
-        if !host.is_empty() {
-            req.insert_header("x-forwarded-host", &host)?;
+        let proto = http::HeaderValue::from_static(if self.tls { "https" } else { "http" });
+        req.insert_header("x-forwarded-proto", proto)?;
+        if let Some(host) = host {
+            req.insert_header("x-forwarded-host", host)?;
         }
         Ok(())
     }

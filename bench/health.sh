@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The cost of active health checks at scale: lariat with BACKENDS backends (default 10,000: 100
+# services of 100), each checked every 2 s, against an nginx that listens on that many ports of
+# 127.0.0.1. Reports lariat's CPU as a share of one core over DURATION seconds, for HTTP checks
+# and for TCP checks, plus how many checks passed in that time.
+#
+#   bench/health.sh
+#   BACKENDS=1000 DURATION=20 bench/health.sh
+# Needs: nginx curl (apt-get install nginx curl), and a release build of lariat.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BACKENDS=${BACKENDS:-10000}
+DURATION=${DURATION:-30}
+PER_SERVICE=100
+BASE_PORT=40000
+ulimit -n 65536
+for tool in nginx curl; do
+  command -v $tool >/dev/null || { echo "health bench: $tool is missing (apt-get install nginx curl)" >&2; exit 1; }
+done
+if [ -z "${LARIAT_BIN:-}" ]; then
+  cargo build --release --bin lariat >/dev/null 2>&1 || cargo build --release --bin lariat
+  LARIAT_BIN=target/release/lariat
+fi
+WORK=$(mktemp -d /tmp/lariat-health.XXXXXX)
+trap 'kill $(jobs -p) 2>/dev/null || true; pkill -F "$WORK/origin.pid" 2>/dev/null || true; sleep 0.3; rm -rf "$WORK"' EXIT
+
+python3 - "$WORK" "$BACKENDS" "$PER_SERVICE" "$BASE_PORT" <<'PY'
+import sys
+work, n, per, base = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+listens = "\n".join(f"    listen 127.0.0.1:{base + i} backlog=1024;" for i in range(n))
+open(f"{work}/origin.conf", "w").write(f"""worker_processes 1;
+worker_rlimit_nofile 65536;
+pid {work}/origin.pid;
+error_log {work}/origin.err warn;
+events {{ worker_connections 60000; }}
+http {{
+  access_log off;
+  server {{
+{listens}
+    location / {{ return 200 "ok\\n"; }}
+  }}
+}}
+""")
+for kind in ["http", "tcp"]:
+    out = [f"""[server]
+threads = 1
+grace_period = "0s"
+access_log = false
+log = "warn"
+[admin]
+listen = "127.0.0.1:18500"
+[providers.file]
+watch = false
+"""]
+    for s in range(n // per):
+        backs = ", ".join(f'"127.0.0.1:{base + s * per + i}"' for i in range(per))
+        check = 'kind = "http"\nrequest_line = "GET / HTTP/1.1"' if kind == "http" else 'kind = "tcp"'
+        out.append(f"""[services.s{s}]
+backends = [{backs}]
+[services.s{s}.health_check]
+{check}
+interval = "2s"
+timeout = "2s"
+""")
+    open(f"{work}/lariat-{kind}.toml", "w").write("\n".join(out))
+PY
+taskset -c 0 nginx -c "$WORK/origin.conf" -p "$WORK" -g 'daemon on;'
+HZ=$(getconf CLK_TCK)
+for kind in http tcp; do
+  taskset -c 1 "$LARIAT_BIN" -c "$WORK/lariat-$kind.toml" >"$WORK/lariat.log" 2>&1 &
+  PID=$!
+  sleep 6 # every member has been probed at least twice: the steady state
+  checks() { curl -fsS http://127.0.0.1:18500/metrics | awk '/^lariat_health_checks_total/ && /result="ok"/ {s += $NF} END {print s + 0}'; }
+  c0=$(checks)
+  read -r u0 s0 < <(cut -d' ' -f14,15 /proc/$PID/stat)
+  sleep "$DURATION"
+  read -r u1 s1 < <(cut -d' ' -f14,15 /proc/$PID/stat)
+  c1=$(checks)
+  rss=$(awk '/VmRSS/{print $2}' /proc/$PID/status)
+  python3 -c "
+n, d, hz = $BACKENDS, $DURATION, $HZ
+ticks = ($u1 - $u0) + ($s1 - $s0)
+ok = $c1 - $c0
+print(f'$kind checks: {n} backends every 2 s: lariat CPU {ticks / hz / d * 100:.1f}% of one core (user {($u1-$u0)/hz/d*100:.1f}%, sys {($s1-$s0)/hz/d*100:.1f}%), {ok / d:.0f} passing checks/s (expected {n / 2:.0f}), RSS {$rss / 1024:.1f} MiB')
+"
+  kill $PID; wait $PID 2>/dev/null || true
+done
