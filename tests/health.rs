@@ -455,3 +455,66 @@ async fn limits_per_backend_and_per_service() {
         "max_requests = 3"
     );
 }
+
+/// A check backend that counts connections and requests. `close_after`: it closes each connection
+/// after that many responses, without saying so (as a server that drops idle connections does).
+async fn counting_backend(close_after: usize) -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (conns, reqs) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (c, r) = (conns.clone(), reqs.clone());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            let r = r.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut seen = Vec::new();
+                let mut answered = 0;
+                while answered < close_after {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                    while let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..i + 4);
+                        r.fetch_add(1, Ordering::SeqCst);
+                        answered += 1;
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n").await;
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns, reqs)
+}
+
+/// HTTP/1.1 checks keep their connection between probes; a backend that drops kept connections
+/// costs a new connection, never a failed check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_checks_reuse_their_connection() {
+    let check = CHECK.replace("unhealthy_threshold = 2", "unhealthy_threshold = 1");
+    for (close_after, max_conns) in [(usize::MAX, 1), (1, usize::MAX)] {
+        let (addr, conns, reqs) = counting_backend(close_after).await;
+        let conf = base(&format!("backends = [\"{{b:a}}\"]\n{check}"));
+        let l = Lariat::new(&[("b:a", addr.to_string())]).start(&conf).await;
+        wait_until(Duration::from_secs(5), || {
+            let reqs = reqs.clone();
+            async move { reqs.load(Ordering::SeqCst) >= 8 }
+        })
+        .await;
+        let (c, r) = (conns.load(Ordering::SeqCst), reqs.load(Ordering::SeqCst));
+        assert!(c <= max_conns, "close_after {close_after}: {c} connections for {r} checks");
+        if close_after == 1 {
+            assert!(c >= r - 1, "a closed connection was reused: {c} connections for {r} checks");
+        }
+        let snap = l.running().shared.registry.snapshot();
+        let svc = &snap.services[&lariat::desired::ServiceId("app@file".into())];
+        assert_eq!(
+            svc.members[0].health.checks_failed.load(Ordering::SeqCst),
+            0,
+            "close_after {close_after}: a check failed"
+        );
+    }
+}

@@ -84,7 +84,7 @@ impl HealthLoop {
                 };
                 let (m, check, id, stats) = (m.clone(), check.clone(), svc.spec.id.clone(), svc.stats.clone());
                 tokio::spawn(async move {
-                    let (ok, detail) = probe(m.addr, &check).await;
+                    let (ok, detail) = probe(m.addr, &check, &m.health).await;
                     drop(permit);
                     let counter = if ok { &stats.checks_ok } else { &stats.checks_failed };
                     counter.fetch_add(1, Ordering::Relaxed);

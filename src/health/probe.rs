@@ -1,23 +1,36 @@
 //! One active probe of one backend: a TCP connect, or an HTTP request whose 2xx/3xx status is
 //! healthy. Bounded by the check's timeout.
+//!
+//! HTTP/1.1 checks keep their connection between probes (as Envoy's HTTP health checker does by
+//! default) when the backend answers with a Content-Length body and does not ask to close: a probe
+//! then costs a request and a response, not a TCP handshake and teardown. A kept connection that
+//! turns out closed when reused is replaced by a new one within the same probe, so a backend
+//! that closes idle connections is not reported down for it. TCP checks are connect-and-reset, as
+//! HAProxy makes them (see [`connect_only`]).
 
+use super::state::HealthCell;
 use crate::desired::{CheckKind, HealthCheckSpec};
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Probe `addr` (its port replaced by the check's `port`, when set): (healthy, detail).
-pub async fn probe(addr: SocketAddr, check: &HealthCheckSpec) -> (bool, String) {
+/// A response head larger than this is not a health check answer.
+const MAX_HEAD: usize = 8 * 1024;
+/// A body larger than this is not read to keep the connection; the connection is closed instead.
+const MAX_KEPT_BODY: usize = 64 * 1024;
+
+/// Probe `addr` (its port replaced by the check's `port`, when set): (healthy, detail). `cell`
+/// keeps an HTTP check's connection for the next probe.
+pub async fn probe(addr: SocketAddr, check: &HealthCheckSpec, cell: &HealthCell) -> (bool, String) {
     let target = SocketAddr::new(addr.ip(), check.port.unwrap_or(addr.port()));
-    match tokio::time::timeout(check.timeout, run(target, &check.kind)).await {
+    match tokio::time::timeout(check.timeout, run(target, &check.kind, cell)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => (false, e.kind().to_string()),
         Err(_) => (false, "timed out".into()),
     }
 }
 
-async fn run(target: SocketAddr, kind: &CheckKind) -> std::io::Result<(bool, String)> {
-    let mut s = TcpStream::connect(target).await?;
+async fn run(target: SocketAddr, kind: &CheckKind, cell: &HealthCell) -> std::io::Result<(bool, String)> {
     let CheckKind::Http {
         method,
         path,
@@ -25,27 +38,151 @@ async fn run(target: SocketAddr, kind: &CheckKind) -> std::io::Result<(bool, Str
         host,
     } = kind
     else {
+        connect_only(target).await?;
         return Ok((true, "connected".into()));
     };
+    let keep_alive = version == "HTTP/1.1";
     let host = host.clone().unwrap_or_else(|| target.to_string());
-    let req =
-        format!("{method} {path} {version}\r\nHost: {host}\r\nUser-Agent: lariat-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await?;
-    let mut buf = Vec::with_capacity(128);
-    let mut chunk = [0u8; 256];
-    while !buf.contains(&b'\n') && buf.len() < 1024 {
-        let n = s.read(&mut chunk).await?;
+    let connection = if keep_alive { "keep-alive" } else { "close" };
+    let req = format!(
+        "{method} {path} {version}\r\nHost: {host}\r\nUser-Agent: lariat-health-check\r\nAccept: */*\r\nConnection: {connection}\r\n\r\n"
+    );
+    // A kept connection first; if it was closed meanwhile (nothing comes back), a new one.
+    if let Some(mut s) = cell.take_conn() {
+        if let Ok(Some(answer)) = exchange(&mut s, req.as_bytes()).await {
+            return Ok(finish(answer, s, cell, keep_alive));
+        }
+    }
+    let mut s = TcpStream::connect(target).await?;
+    match exchange(&mut s, req.as_bytes()).await? {
+        Some(answer) => Ok(finish(answer, s, cell, keep_alive)),
+        None => Ok((false, "closed without a response".into())),
+    }
+}
+
+/// What a backend answered: its status (None: not HTTP) and whether the connection can carry
+/// the next probe.
+struct Answer {
+    status: Option<u16>,
+    reusable: bool,
+}
+
+fn finish(answer: Answer, s: TcpStream, cell: &HealthCell, keep_alive: bool) -> (bool, String) {
+    let Some(status) = answer.status else {
+        return (false, "not an HTTP response".into());
+    };
+    if keep_alive && answer.reusable {
+        cell.keep_conn(s);
+    }
+    ((200..400).contains(&status), status.to_string())
+}
+
+/// A TCP check as HAProxy makes it: the handshake's last ACK is held back (TCP_QUICKACK off) and
+/// the socket is closed with a reset as soon as the backend's SYN-ACK arrives. The backend's kernel
+/// has answered, so something listens; its application never has to accept, and neither side
+/// keeps a TIME_WAIT.
+async fn connect_only(target: SocketAddr) -> std::io::Result<()> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(target), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_nonblocking(true)?;
+    let _ = sock.set_tcp_quickack(false);
+    sock.set_linger(Some(std::time::Duration::ZERO))?;
+    let sock = tokio::net::TcpSocket::from_std_stream(sock.into());
+    let stream = sock.connect(target).await?;
+    drop(stream);
+    Ok(())
+}
+
+/// Send the request and read one response. Ok(None): the connection closed before any byte
+/// of a response.
+async fn exchange(s: &mut TcpStream, req: &[u8]) -> std::io::Result<Option<Answer>> {
+    s.write_all(req).await?;
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    let head_end = loop {
+        if let Some(i) = find(&buf, b"\r\n\r\n") {
+            break Some(i + 4);
+        }
+        if buf.len() > MAX_HEAD {
+            break None;
+        }
+        let n = match s.read(&mut chunk).await {
+            Ok(n) => n,
+            Err(e) if buf.is_empty() && e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+            Err(e) => return Err(e),
+        };
         if n == 0 {
-            break;
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            break None;
         }
         buf.extend_from_slice(&chunk[..n]);
-    }
-    let line = String::from_utf8_lossy(&buf);
-    let line = line.lines().next().unwrap_or("");
-    let mut parts = line.split(' ');
-    let status = match (parts.next(), parts.next().and_then(|c| c.parse::<u16>().ok())) {
-        (Some(v), Some(code)) if v.starts_with("HTTP/1.") && (100..600).contains(&code) => code,
-        _ => return Ok((false, "not an HTTP response".into())),
     };
-    Ok(((200..400).contains(&status), status.to_string()))
+    let status = status_of(&buf);
+    let Some(head_end) = head_end else {
+        // A status line without a complete head (closed early or oversized): judged by the
+        // status, never kept.
+        return Ok(Some(Answer { status, reusable: false }));
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let header = |name: &str| {
+        head.lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim() == name)
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let closes = header("connection").is_some_and(|v| v.split(',').any(|t| t.trim() == "close"));
+    let length = if header("transfer-encoding").is_some() {
+        None
+    } else {
+        header("content-length").and_then(|v| v.parse::<usize>().ok())
+    };
+    let mut reusable = !closes && length.is_some_and(|n| n <= MAX_KEPT_BODY);
+    if reusable {
+        // Read the rest of the body so the connection is clean for the next probe.
+        let mut have = buf.len() - head_end;
+        let want = length.unwrap_or(0);
+        while have < want {
+            let n = s.read(&mut chunk).await?;
+            if n == 0 {
+                reusable = false;
+                break;
+            }
+            have += n;
+        }
+        reusable &= have == want;
+    }
+    Ok(Some(Answer { status, reusable }))
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The status of an HTTP/1.x status line at the start of `buf`.
+fn status_of(buf: &[u8]) -> Option<u16> {
+    let line_end = find(buf, b"\r\n").unwrap_or(buf.len());
+    let line = std::str::from_utf8(&buf[..line_end]).ok()?;
+    let mut parts = line.split(' ');
+    match (parts.next(), parts.next().and_then(|c| c.parse::<u16>().ok())) {
+        (Some(v), Some(code)) if v.starts_with("HTTP/1.") && (100..600).contains(&code) => Some(code),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(status_of(b"HTTP/1.1 200 OK\r\n"), Some(200));
+        assert_eq!(status_of(b"HTTP/1.0 503 Busy\r\nX: y\r\n"), Some(503));
+        assert_eq!(status_of(b"HTTP/1.1 200"), Some(200));
+        assert_eq!(status_of(b"SSH-2.0-OpenSSH\r\n"), None);
+        assert_eq!(status_of(b"HTTP/1.1 999 What\r\n"), None);
+        assert_eq!(status_of(b""), None);
+    }
 }

@@ -48,6 +48,8 @@ pub struct HealthCell {
     pub checks_ok: AtomicU64,
     pub checks_failed: AtomicU64,
     counters: Mutex<Counters>,
+    /// An HTTP check's kept-alive connection, between probes (only the probe touches it).
+    conn: Mutex<Option<tokio::net::TcpStream>>,
 }
 
 impl HealthCell {
@@ -59,7 +61,18 @@ impl HealthCell {
             checks_ok: AtomicU64::new(0),
             checks_failed: AtomicU64::new(0),
             counters: Mutex::new(Counters::default()),
+            conn: Mutex::new(None),
         }
+    }
+
+    /// The connection the last HTTP probe left open, if any.
+    pub fn take_conn(&self) -> Option<tokio::net::TcpStream> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Keep a connection for the next probe.
+    pub fn keep_conn(&self, s: tokio::net::TcpStream) {
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
     }
 
     pub fn state(&self) -> Active {
