@@ -4,16 +4,20 @@
 # Two nginx origins (1 worker each, `return 200`, plus a 64 MiB file for bulk runs) stand behind
 # each proxy in turn. wrk and the origins share core 0; the proxy under test has core 1 to itself
 # with one worker thread. Cells: L7 keep-alive (50 connections), L7 with a new connection per
-# request, L4 bulk throughput (tcp mode / stream / tcp entrypoint, fetching the 64 MiB file), and
-# HTTPS keep-alive and with a new TLS connection per request (one ECDSA P-256 certificate for all;
-# wrk resumes sessions where the server allows, and all three allow it).
+# request, L4 bulk throughput (tcp mode / stream / tcp entrypoint, fetching the 64 MiB file), L4
+# connection setup (a new TCP connection per request through the tcp entrypoint), HTTPS
+# keep-alive and with a new TLS connection per request (one ECDSA P-256 certificate for all; wrk
+# resumes sessions where the server allows, and all three allow it), one connection with
+# everything on core 0 (added latency over the origin alone), and a fixed offered load (open loop).
 # Each cell runs RUNS times (default 3) for DURATION seconds (default 10), proxies alternating;
 # the median is reported with min..max, plus proxy CPU seconds per run and RSS after the runs.
 #
-#   bench/run.sh                 # full run, prints a markdown table
+#   bench/run.sh                     # full run, prints markdown tables
 #   RUNS=1 DURATION=3 bench/run.sh   # quick look
-# Needs: haproxy nginx wrk libnginx-mod-stream openssl (apt-get install ...)
-# CELLS="keepalive tls" bench/run.sh runs only some cells., and a release build of lariat.
+#   CELLS="keepalive tls" bench/run.sh   # some cells only
+#   RATE=20000 bench/run.sh          # the fixed-load cell's offered rate (requests/s)
+# Needs: haproxy nginx wrk libnginx-mod-stream openssl (apt-get install ...), and builds lariat
+# (release) and examples/fixed_rate.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ulimit -n 65536 2>/dev/null || true
@@ -181,11 +185,17 @@ run_cell() {
     bulk)      url="http://127.0.0.1:${TCP_PORT[$proxy]}/big"; args=(-t1 -c4) ;;
     tls)       url="https://127.0.0.1:${TLS_PORT[$proxy]}/"; args=(-t1 -c50) ;;
     tlsnew)    url="https://127.0.0.1:${TLS_PORT[$proxy]}/"; args=(-t1 -c50 -H "Connection: close") ;;
+    tcpnew)    url="http://127.0.0.1:${TCP_PORT[$proxy]}/"; args=(-t1 -c50 -H "Connection: close") ;;
+    one)       url="http://127.0.0.1:${HTTP_PORT[$proxy]}/"; args=(-t1 -c1) ;;
+    fixed)     fixed_cell "$proxy"; return ;;
   esac
+  # "one": everything on one core (the proxy joins wrk and the origin on core 0 for the run).
+  [ "$cell" = one ] && for pid in ${PIDS[$proxy]}; do taskset -a -p -c 0 "$pid" >/dev/null; done
   local before after out
   before=$(cpu_ticks "${PIDS[$proxy]}")
   out=$(taskset -c 0 wrk "${args[@]}" -d"${DURATION}s" --latency "$url")
   after=$(cpu_ticks "${PIDS[$proxy]}")
+  [ "$cell" = one ] && for pid in ${PIDS[$proxy]}; do taskset -a -p -c 1 "$pid" >/dev/null; done
   python3 - "$proxy" "$cell" "$(( after - before ))" "$HZ" "$out" <<'PY'
 import re, sys
 proxy, cell, ticks, hz = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -208,8 +218,27 @@ print(proxy, cell, rps, p50, p99, ticks / hz, mb, (errs.group(1).replace(" ", ""
 PY
 }
 
+# The fixed-load cell: RATE requests/s (default 20000) over 50 keep-alive connections, open loop
+# (examples/fixed_rate.rs, latency counted from each request's scheduled time).
+RATE=${RATE:-20000}
+cargo build --release --example fixed_rate >/dev/null 2>&1 || cargo build --release --example fixed_rate
+fixed_cell() {
+  local proxy=$1 before after out
+  before=$(cpu_ticks "${PIDS[$proxy]}")
+  out=$(taskset -c 0 target/release/examples/fixed_rate "http://127.0.0.1:${HTTP_PORT[$proxy]}/" "$RATE" "$DURATION" 50)
+  after=$(cpu_ticks "${PIDS[$proxy]}")
+  set -- $out
+  # requests errors p50 p90 p99 p999 max -> the common line, p999 in the transfer column
+  echo "$proxy fixed $(python3 -c "print($1 / $DURATION)") $3 $5 $(python3 -c "print($(( after - before )) / $HZ)") $6 $([ "$2" = 0 ] && echo - || echo "errors$2") 0"
+}
+
 RESULTS="$WORK/results.txt"
-for cell in ${CELLS:-keepalive newconn bulk tls tlsnew}; do
+# The origin's own latency at one connection, for the "one" cell's added latency.
+if [[ " ${CELLS:-one} " == *" one "* ]]; then
+  direct=$(taskset -c 0 wrk -t1 -c1 -d"${DURATION}s" --latency "http://127.0.0.1:$O1/" | awk '/^ +50%/{print $2}')
+  echo "direct one $direct" >> "$RESULTS"
+fi
+for cell in ${CELLS:-keepalive newconn bulk tcpnew tls tlsnew one fixed}; do
   for r in $(seq 1 "$RUNS"); do
     for proxy in lariat haproxy nginx; do
       run_cell "$proxy" "$cell" | tee -a "$RESULTS" >&2
@@ -220,19 +249,40 @@ for p in lariat haproxy nginx; do echo "rss $p $(rss_kb "${PIDS[$p]}")" >> "$RES
 
 python3 - "$RESULTS" "$DURATION" "$RUNS" <<'PY'
 import sys, statistics, collections
-rows = collections.defaultdict(list); rss = {}
+rows = collections.defaultdict(list); rss = {}; direct = None
+def ms(s):
+    v = float(s.rstrip("usm")); return v / 1000 if s.endswith("us") else v * 1000 if s.endswith("s") and not s.endswith("ms") else v
 for line in open(sys.argv[1]):
     f = line.split()
     if f[0] == "rss": rss[f[1]] = int(f[2]) / 1024; continue
+    if f[0] == "direct": direct = ms(f[2]); continue
     rows[(f[0], f[1])].append(dict(rps=float(f[2]), p50=float(f[3]), p99=float(f[4]), cpu=float(f[5]), mb=float(f[6]), err=f[7], non2xx=int(f[8])))
 dur = float(sys.argv[2])
 def med(v): return statistics.median(v)
 def rng(v, fmt): return f"{fmt.format(med(v))} ({fmt.format(min(v))}..{fmt.format(max(v))})"
 print(f"runs per cell: {sys.argv[3]}, {sys.argv[2]} s each; median (min..max)\n")
-for cell, title in [("keepalive", "L7 keep-alive, 50 connections"), ("newconn", "L7 new connection per request, 50 concurrent"), ("bulk", "L4 bulk, 4 connections fetching 64 MiB"), ("tls", "HTTPS keep-alive, 50 connections (ECDSA P-256)"), ("tlsnew", "HTTPS with a new TLS connection per request, 50 concurrent (wrk resumes sessions; all three allow resumption)")]:
+for cell, title in [("keepalive", "L7 keep-alive, 50 connections"), ("newconn", "L7 new connection per request, 50 concurrent"), ("bulk", "L4 bulk, 4 connections fetching 64 MiB"), ("tcpnew", "L4 connection setup: a new TCP connection (and backend connection) per request, 50 concurrent"), ("tls", "HTTPS keep-alive, 50 connections (ECDSA P-256)"), ("tlsnew", "HTTPS with a new TLS connection per request, 50 concurrent (wrk resumes sessions; all three allow resumption)"), ("one", "L7, one connection, everything on one core"), ("fixed", f"L7 at a fixed offered load, open loop (latency from each request's scheduled time)")]:
     if ("haproxy", cell) not in rows:
         continue
     print(f"### {title}\n")
+    if cell == "one":
+        print(f"origin alone at one connection: p50 {direct:.3f} ms\n" if direct is not None else "")
+        print("| proxy | req/s | p50 ms | p99 ms | added p50 ms | vs HAProxy | errors |\n|---|---|---|---|---|---|---|")
+        bp50 = med([x["p50"] for x in rows[("haproxy", cell)]])
+        for p in ["lariat", "haproxy", "nginx"]:
+            r = rows[(p, cell)]; p50 = med([x["p50"] for x in r])
+            added = p50 - direct if direct is not None else float("nan"); badded = bp50 - direct if direct is not None else float("nan")
+            errs = ",".join(sorted({x["err"] for x in r} - {"-"})) or "0"
+            print(f"| {p} | {med([x['rps'] for x in r]):.0f} | {p50:.3f} | {med([x['p99'] for x in r]):.3f} | {added:.3f} | {added / badded:.2f}× | {errs} |")
+        print(); continue
+    if cell == "fixed":
+        print("| proxy | req/s achieved | p50 ms | p99 ms | p99.9 ms | proxy CPU µs/req | errors |\n|---|---|---|---|---|---|---|")
+        for p in ["lariat", "haproxy", "nginx"]:
+            r = rows[(p, cell)]
+            errs = ",".join(sorted({x["err"] for x in r} - {"-"})) or "0"
+            us = [x["cpu"] * 1e6 / (x["rps"] * dur) for x in r]
+            print(f"| {p} | {med([x['rps'] for x in r]):.0f} | {med([x['p50'] for x in r]):.3f} | {rng([x['p99'] for x in r], '{:.3f}')} | {med([x['mb'] for x in r]):.3f} | {med(us):.1f} | {errs} |")
+        print(); continue
     if cell == "bulk":
         print("| proxy | MiB/s | vs HAProxy | proxy CPU s per GiB | vs HAProxy | errors |\n|---|---|---|---|---|---|")
     else:

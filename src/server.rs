@@ -106,6 +106,14 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Graceful<A> {
     }
 }
 
+/// Listen on an entrypoint's address without Pingora's 64 KiB per-connection read buffer: it
+/// stays allocated for the life of every connection (640 MiB for 10,000 idle keep-alive
+/// clients), while the HTTP parser, the TLS layer and the TCP pump read into buffers of their own.
+fn listen<A: ServerApp + Send + Sync + 'static>(svc: &mut Service<A>, addr: &str) {
+    use pingora_core::protocols::l4::stream::{L4BufferSettings, DEFAULT_L4_WRITE_BUFFER_SIZE};
+    svc.add_listener(pingora_core::listeners::ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE)));
+}
+
 /// How long idle connections stay open once a stop begins: the grace period less a margin for
 /// the close to reach clients before the runtimes stop.
 fn linger(grace: Duration) -> Duration {
@@ -237,13 +245,13 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
                             head_timeout: None,
                         },
                     );
-                    svc.add_tcp(&addr);
+                    listen(&mut svc, &addr);
                     server.add_service(svc);
                 } else {
                     let mut svc = Service::new(
                         format!("entrypoint {}", ep.name),
                         Graceful {
-                            inner: Arc::new(proxy),
+                            inner: Arc::new(crate::proxy::park::Parked::new(Arc::new(proxy), config.server.idle_timeout)),
                             linger,
                             counters,
                             proxy_protocol,
@@ -251,7 +259,7 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
                             head_timeout: Some(config.server.client_header_timeout),
                         },
                     );
-                    svc.add_tcp(&addr);
+                    listen(&mut svc, &addr);
                     server.add_service(svc);
                 }
             }
@@ -265,7 +273,7 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
                     idle_timeout: config.server.idle_timeout,
                 };
                 let mut svc = Service::new(format!("entrypoint {}", ep.name), app);
-                svc.add_tcp(&addr);
+                listen(&mut svc, &addr);
                 server.add_service(svc);
             }
         }

@@ -269,3 +269,60 @@ async fn request_bodies_reach_the_backend() {
     assert_eq!(v["body_len"], 3 * 1024 * 1024);
     assert_eq!(v["method"], "POST");
 }
+
+/// Read one response with a Content-Length body from a raw connection.
+async fn read_one(s: &mut tokio::net::TcpStream) -> String {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let text = String::from_utf8_lossy(&data).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if data.len() >= end + 4 + len {
+                return text;
+            }
+        }
+        let n = tokio::time::timeout_at(deadline, s.read(&mut buf))
+            .await
+            .expect("no response within 5 s")
+            .unwrap();
+        assert!(n > 0, "connection closed after {:?}", String::from_utf8_lossy(&data));
+        data.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A kept-alive connection waits between requests outside the request machinery and resumes
+/// with whatever arrives: a request split across writes after an idle pause, and one larger
+/// than what is read ahead while parked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_alive_connections_resume_after_idle() {
+    let app = http_backend("app").await;
+    let conf = format!("{BASE}[[routes]]\nservice = \"app\"\n[services.app]\nbackends = [\"{{b:app}}\"]\n");
+    let l = Lariat::new(&[("b:app", app.addr.to_string())]).start(&conf).await;
+    let mut s = tokio::net::TcpStream::connect(l.addr("web")).await.unwrap();
+    for i in 0..3 {
+        s.write_all(b"GET /one HTTP/1.1\r\nHo").await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        s.write_all(b"st: a.example.com\r\n\r\n").await.unwrap();
+        let r = read_one(&mut s).await;
+        assert!(r.starts_with("HTTP/1.1 200"), "request {i}: {r}");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let big = format!(
+        "GET /{} HTTP/1.1\r\nHost: a.example.com\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(1500),
+        "q".repeat(3000)
+    );
+    s.write_all(big.as_bytes()).await.unwrap();
+    let r = read_one(&mut s).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.contains("x-backend: app"), "{r}");
+}

@@ -30,6 +30,8 @@ pub struct HeadDeadline {
     /// The last bytes read, to find "\r\n\r\n" across reads.
     tail: Vec<u8>,
     counters: Arc<EntrypointCounters>,
+    /// Bytes read ahead while the connection was parked between requests, served first.
+    ahead: Vec<u8>,
 }
 
 impl std::fmt::Debug for HeadDeadline {
@@ -45,7 +47,18 @@ impl HeadDeadline {
             sleep: Some(Box::pin(tokio::time::sleep(timeout))),
             tail: Vec::with_capacity(8),
             counters,
+            ahead: Vec::new(),
         })
+    }
+
+    /// Wait for the next request on a kept-alive connection and keep its first bytes (up to
+    /// 1 KiB, so a parked connection holds no buffer) to be read first. Ok(0): the client closed.
+    pub async fn read_ahead(&mut self) -> io::Result<usize> {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 1024];
+        let n = self.inner.read(&mut buf).await?;
+        self.ahead.extend_from_slice(&buf[..n]);
+        Ok(n)
     }
 
     /// Whether "\r\n\r\n" ends within `data`, counting the last bytes of earlier reads.
@@ -60,6 +73,15 @@ impl HeadDeadline {
 
 impl AsyncRead for HeadDeadline {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.ahead.is_empty() {
+            let n = self.ahead.len().min(buf.remaining());
+            buf.put_slice(&self.ahead[..n]);
+            self.ahead.drain(..n);
+            if self.ahead.is_empty() {
+                self.ahead = Vec::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
         if let Some(sleep) = self.sleep.as_mut() {
             if sleep.as_mut().poll(cx).is_ready() {
                 self.sleep = None;
