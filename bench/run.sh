@@ -4,7 +4,8 @@
 # Two nginx origins (1 worker each, `return 200`, plus a 64 MiB file for bulk runs) stand behind
 # each proxy in turn. wrk and the origins share core 0; the proxy under test has core 1 to itself
 # with one worker thread. Cells: L7 keep-alive (50 connections), L7 with a new connection per
-# request, L4 bulk throughput (tcp mode / stream / tcp entrypoint, fetching the 64 MiB file), L4
+# request, L4 bulk throughput (one iperf3 stream through tcp mode / stream / a tcp entrypoint;
+# the "bulk" cell, not run by default, fetches the 64 MiB file over 4 connections instead), L4
 # connection setup (a new TCP connection per request through the tcp entrypoint), HTTPS
 # keep-alive and with a new TLS connection per request (one ECDSA P-256 certificate for all; wrk
 # resumes sessions where the server allows, and all three allow it), one connection with
@@ -16,7 +17,7 @@
 #   RUNS=1 DURATION=3 bench/run.sh   # quick look
 #   CELLS="keepalive tls" bench/run.sh   # some cells only
 #   RATE=20000 bench/run.sh          # the fixed-load cell's offered rate (requests/s)
-# Needs: haproxy nginx wrk libnginx-mod-stream openssl (apt-get install ...), and builds lariat
+# Needs: haproxy nginx wrk iperf3 libnginx-mod-stream openssl (apt-get install ...), and builds lariat
 # (release) and examples/fixed_rate.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,8 +27,8 @@ DURATION=${DURATION:-10}
 WORK=$(mktemp -d /tmp/lariat-bench.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; pkill -F "$WORK/origin.pid" 2>/dev/null || true; pkill -F "$WORK/nginx-proxy.pid" 2>/dev/null || true; sleep 0.3; rm -rf "$WORK"' EXIT
 
-for tool in haproxy nginx wrk taskset; do
-  command -v $tool >/dev/null || { echo "bench: $tool is missing (apt-get install haproxy nginx wrk)" >&2; exit 1; }
+for tool in haproxy nginx wrk taskset iperf3; do
+  command -v $tool >/dev/null || { echo "bench: $tool is missing (apt-get install haproxy nginx wrk iperf3)" >&2; exit 1; }
 done
 scripts/setup.sh
 cargo build --release --bin lariat >/dev/null 2>&1 || cargo build --release --bin lariat
@@ -37,6 +38,8 @@ O1=18001; O2=18002
 declare -A HTTP_PORT=([lariat]=18101 [haproxy]=18201 [nginx]=18301)
 declare -A TCP_PORT=([lariat]=18102 [haproxy]=18202 [nginx]=18302)
 declare -A TLS_PORT=([lariat]=18103 [haproxy]=18203 [nginx]=18303)
+declare -A IPERF_PORT=([lariat]=18104 [haproxy]=18204 [nginx]=18304)
+O3=18003 # iperf3 server, the origin of the iperf cell
 chmod 755 "$WORK"
 head -c $((64*1024*1024)) /dev/urandom > "$WORK/big.bin"
 chmod 644 "$WORK/big.bin"
@@ -60,6 +63,7 @@ http {
 }
 NGX
 taskset -c 0 nginx -c "$WORK/origin.conf" -p "$WORK" -g 'daemon on;'
+taskset -c 0 iperf3 -s -B 127.0.0.1 -p $O3 >/dev/null 2>&1 &
 
 # --- proxies
 cat > "$WORK/lariat.toml" <<TOML
@@ -85,9 +89,17 @@ listen = "127.0.0.1:${TCP_PORT[lariat]}"
 kind = "tcp"
 [[routes]]
 service = "origin"
+[entrypoints.iperf]
+listen = "127.0.0.1:${IPERF_PORT[lariat]}"
+kind = "tcp"
 [[routes]]
 entrypoints = ["bulk"]
 service = "origin"
+[[routes]]
+entrypoints = ["iperf"]
+service = "iperf"
+[services.iperf]
+backends = ["127.0.0.1:$O3"]
 [services.origin]
 backends = ["127.0.0.1:$O1", "127.0.0.1:$O2"]
 [providers.file]
@@ -126,6 +138,13 @@ backend origin_tcp
   mode tcp
   server o1 127.0.0.1:$O1
   server o2 127.0.0.1:$O2
+frontend iperf
+  mode tcp
+  bind 127.0.0.1:${IPERF_PORT[haproxy]}
+  default_backend iperf_srv
+backend iperf_srv
+  mode tcp
+  server i1 127.0.0.1:$O3
 HAP
 
 STREAM_MOD=/usr/lib/nginx/modules/ngx_stream_module.so
@@ -155,6 +174,7 @@ http {
 stream {
   upstream origin_tcp { server 127.0.0.1:$O1; server 127.0.0.1:$O2; }
   server { listen 127.0.0.1:${TCP_PORT[nginx]}; proxy_pass origin_tcp; }
+  server { listen 127.0.0.1:${IPERF_PORT[nginx]}; proxy_pass 127.0.0.1:$O3; }
 }
 NGX
 
@@ -188,6 +208,7 @@ run_cell() {
     tcpnew)    url="http://127.0.0.1:${TCP_PORT[$proxy]}/"; args=(-t1 -c50 -H "Connection: close") ;;
     one)       url="http://127.0.0.1:${HTTP_PORT[$proxy]}/"; args=(-t1 -c1) ;;
     fixed)     fixed_cell "$proxy"; return ;;
+    iperf)     iperf_cell "$proxy"; return ;;
   esac
   # "one": everything on one core (the proxy joins wrk and the origin on core 0 for the run).
   [ "$cell" = one ] && for pid in ${PIDS[$proxy]}; do taskset -a -p -c 0 "$pid" >/dev/null; done
@@ -232,13 +253,28 @@ fixed_cell() {
   echo "$proxy fixed $(python3 -c "print($1 / $DURATION)") $3 $5 $(python3 -c "print($(( after - before )) / $HZ)") $6 $([ "$2" = 0 ] && echo - || echo "errors$2") 0"
 }
 
+# The iperf cell: one iperf3 stream for DURATION seconds through the proxy's tcp port to an
+# iperf3 server (both ends on core 0), as the issue measures L4 bulk.
+iperf_cell() {
+  local proxy=$1 before after out
+  before=$(cpu_ticks "${PIDS[$proxy]}")
+  out=$(taskset -c 0 iperf3 -c 127.0.0.1 -p "${IPERF_PORT[$proxy]}" -t "$DURATION" -J)
+  after=$(cpu_ticks "${PIDS[$proxy]}")
+  python3 - "$proxy" "$(( after - before ))" "$HZ" "$out" <<'PY'
+import json, sys
+proxy, ticks, hz, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
+bps = out["end"]["sum_received"]["bits_per_second"]
+print(proxy, "iperf", 0, 0, 0, ticks / hz, bps / 8 / 2**20, "-", 0)
+PY
+}
+
 RESULTS="$WORK/results.txt"
 # The origin's own latency at one connection, for the "one" cell's added latency.
 if [[ " ${CELLS:-one} " == *" one "* ]]; then
   direct=$(taskset -c 0 wrk -t1 -c1 -d"${DURATION}s" --latency "http://127.0.0.1:$O1/" | awk '/^ +50%/{print $2}')
   echo "direct one $direct" >> "$RESULTS"
 fi
-for cell in ${CELLS:-keepalive newconn bulk tcpnew tls tlsnew one fixed}; do
+for cell in ${CELLS:-keepalive newconn iperf tcpnew tls tlsnew one fixed}; do
   for r in $(seq 1 "$RUNS"); do
     for proxy in lariat haproxy nginx; do
       run_cell "$proxy" "$cell" | tee -a "$RESULTS" >&2
@@ -261,7 +297,7 @@ dur = float(sys.argv[2])
 def med(v): return statistics.median(v)
 def rng(v, fmt): return f"{fmt.format(med(v))} ({fmt.format(min(v))}..{fmt.format(max(v))})"
 print(f"runs per cell: {sys.argv[3]}, {sys.argv[2]} s each; median (min..max)\n")
-for cell, title in [("keepalive", "L7 keep-alive, 50 connections"), ("newconn", "L7 new connection per request, 50 concurrent"), ("bulk", "L4 bulk, 4 connections fetching 64 MiB"), ("tcpnew", "L4 connection setup: a new TCP connection (and backend connection) per request, 50 concurrent"), ("tls", "HTTPS keep-alive, 50 connections (ECDSA P-256)"), ("tlsnew", "HTTPS with a new TLS connection per request, 50 concurrent (wrk resumes sessions; all three allow resumption)"), ("one", "L7, one connection, everything on one core"), ("fixed", f"L7 at a fixed offered load, open loop (latency from each request's scheduled time)")]:
+for cell, title in [("keepalive", "L7 keep-alive, 50 connections"), ("newconn", "L7 new connection per request, 50 concurrent"), ("bulk", "L4 bulk, 4 connections fetching 64 MiB (wrk and the origin saturate core 0 here: a ceiling of the setup more than of the proxies)"), ("iperf", "L4 bulk, one iperf3 stream (client and server on core 0)"), ("tcpnew", "L4 connection setup: a new TCP connection (and backend connection) per request, 50 concurrent"), ("tls", "HTTPS keep-alive, 50 connections (ECDSA P-256)"), ("tlsnew", "HTTPS with a new TLS connection per request, 50 concurrent (wrk resumes sessions; all three allow resumption)"), ("one", "L7, one connection, everything on one core"), ("fixed", f"L7 at a fixed offered load, open loop (latency from each request's scheduled time)")]:
     if ("haproxy", cell) not in rows:
         continue
     print(f"### {title}\n")
@@ -283,7 +319,7 @@ for cell, title in [("keepalive", "L7 keep-alive, 50 connections"), ("newconn", 
             us = [x["cpu"] * 1e6 / (x["rps"] * dur) for x in r]
             print(f"| {p} | {med([x['rps'] for x in r]):.0f} | {med([x['p50'] for x in r]):.3f} | {rng([x['p99'] for x in r], '{:.3f}')} | {med([x['mb'] for x in r]):.3f} | {med(us):.1f} | {errs} |")
         print(); continue
-    if cell == "bulk":
+    if cell in ("bulk", "iperf"):
         print("| proxy | MiB/s | vs HAProxy | proxy CPU s per GiB | vs HAProxy | errors |\n|---|---|---|---|---|---|")
     else:
         print("| proxy | req/s | vs HAProxy | p50 ms | p99 ms | proxy CPU µs/req | vs HAProxy | errors |\n|---|---|---|---|---|---|---|---|")
@@ -293,7 +329,7 @@ for cell, title in [("keepalive", "L7 keep-alive, 50 connections"), ("newconn", 
         errs = ",".join(sorted({x["err"] for x in r} - {"-"})) or "0"
         non = sum(x["non2xx"] for x in r)
         if non: errs += f" ({non} non-2xx)"
-        if cell == "bulk":
+        if cell in ("bulk", "iperf"):
             mb = [x["mb"] for x in r]; cpu = [x["cpu"] / (x["mb"] * dur / 1024) for x in r]
             bmb = med([x["mb"] for x in base]); bcpu = med([x["cpu"] / (x["mb"] * dur / 1024) for x in base])
             print(f"| {p} | {rng(mb, '{:.0f}')} | {med(mb)/bmb:.2f}× | {rng(cpu, '{:.2f}')} | {med(cpu)/bcpu:.2f}× | {errs} |")

@@ -35,7 +35,7 @@ fn percentiles(mut v: Vec<Duration>) -> String {
     v.sort();
     let p = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
     format!(
-        "n={} p50={:.1} ms p90={:.1} ms p99={:.1} ms max={:.1} ms",
+        "n={} p50={:.3} ms p90={:.3} ms p99={:.3} ms max={:.3} ms",
         v.len(),
         p(0.5).as_secs_f64() * 1e3,
         p(0.9).as_secs_f64() * 1e3,

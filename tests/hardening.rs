@@ -434,3 +434,45 @@ async fn hostile_backends_end_cleanly() {
         );
     }
 }
+
+/// A backend whose accept queue is full: its kernel drops new SYNs, so a connect hangs.
+async fn unanswered_syns() -> (std::net::SocketAddr, Vec<tokio::net::TcpStream>, tokio::net::TcpListener) {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = sock.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Fill the queue (never accepted); once it is full, connects no longer complete.
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        match tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => fillers.push(s),
+            _ => break,
+        }
+    }
+    (addr, fillers, listener)
+}
+
+/// connect_timeout: a backend that never completes the handshake gets 504 on time (and, with a
+/// retry left, another backend answers instead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_timeout_is_504_or_a_retry() {
+    let (silent, _fillers, _listener) = unanswered_syns().await;
+    let conf = CONF.replace("retries = 0", "retries = 0\nconnect_timeout = \"300ms\"");
+    let l = Lariat::new(&[("b:app", silent.to_string())]).start(&conf).await;
+    let t0 = tokio::time::Instant::now();
+    let got = exchange(l.addr("web"), b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
+    assert!(got.starts_with("HTTP/1.1 504"), "{got:?}");
+    assert!(t0.elapsed() < Duration::from_secs(3), "took {:?}", t0.elapsed());
+    // With a healthy second backend and a retry, the client never sees the timeout.
+    let app = http_backend("app").await;
+    let conf = CONF
+        .replace("retries = 0", "retries = 1\nconnect_timeout = \"300ms\"\nbalance = \"round_robin\"")
+        .replace("backends = [\"{b:app}\"]", "backends = [\"{b:silent}\", \"{b:app}\"]");
+    let l = Lariat::new(&[("b:app", app.addr.to_string()), ("b:silent", silent.to_string())])
+        .start(&conf)
+        .await;
+    for i in 0..4 {
+        let got = exchange(l.addr("web"), b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
+        assert!(got.starts_with("HTTP/1.1 200"), "request {i}: {got:?}");
+    }
+}
