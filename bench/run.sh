@@ -48,7 +48,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
   -addext "subjectAltName=DNS:bench.test" -keyout "$WORK/tls.key" -out "$WORK/tls.pem" 2>/dev/null
 cat "$WORK/tls.pem" "$WORK/tls.key" > "$WORK/tls-combined.pem"
 
-# --- origins: one nginx, one worker per origin port pair is what the issue text asks; a single
+# --- origins: one nginx worker for both origin ports; a single
 # nginx master with 1 worker listening on both ports keeps core 0 free for wrk.
 cat > "$WORK/origin.conf" <<NGX
 worker_processes 1;
@@ -254,7 +254,7 @@ fixed_cell() {
 }
 
 # The iperf cell: one iperf3 stream for DURATION seconds through the proxy's tcp port to an
-# iperf3 server (both ends on core 0), as the issue measures L4 bulk.
+# iperf3 server (both ends on core 0): L4 bulk as the targets state it.
 iperf_cell() {
   local proxy=$1 before after out
   before=$(cpu_ticks "${PIDS[$proxy]}")
