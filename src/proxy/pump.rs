@@ -1,4 +1,6 @@
-//! Copying a TCP connection both ways: 64 KiB buffers, a half-close passed on to the other side,
+//! Copying a TCP connection both ways: buffers that start at 8 KiB and grow to 64 KiB once a read
+//! fills them (short exchanges stay small and cheap to set up; bulk transfers get few, large
+//! reads), a half-close passed on to the other side,
 //! byte counters updated as data flows (not only at the end), and an idle timeout over both
 //! directions together.
 
@@ -8,7 +10,10 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
-const BUF: usize = 64 * 1024;
+/// A direction's buffer starts at this size...
+const FIRST_BUF: usize = 8 * 1024;
+/// ...and grows to this once a read fills it.
+const BULK_BUF: usize = 64 * 1024;
 
 /// Copy `r` to `w` until EOF (then shut `w`'s write side), counting bytes (in `live`, shared,
 /// and `mine`, this connection's) and marking activity.
@@ -20,9 +25,10 @@ async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     last: &AtomicU64,
     base: Instant,
 ) -> io::Result<()> {
-    let mut buf = vec![0u8; BUF];
+    let mut buf = vec![0u8; FIRST_BUF];
     loop {
         let n = r.read(&mut buf).await?;
+        let full = n == buf.len();
         last.store(base.elapsed().as_millis() as u64, Relaxed);
         if n == 0 {
             let _ = w.shutdown().await;
@@ -33,6 +39,9 @@ async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         w.flush().await?;
         live.fetch_add(n as u64, Relaxed);
         mine.fetch_add(n as u64, Relaxed);
+        if full && buf.len() < BULK_BUF {
+            buf.resize(BULK_BUF, 0);
+        }
     }
 }
 
