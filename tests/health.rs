@@ -494,12 +494,18 @@ async fn counting_backend(close_after: usize) -> (std::net::SocketAddr, Arc<Atom
 /// costs a new connection, never a failed check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_checks_reuse_their_connection() {
-    let check = CHECK.replace("unhealthy_threshold = 2", "unhealthy_threshold = 1");
-    for (close_after, max_conns) in [(usize::MAX, 1), (1, usize::MAX)] {
+    // A generous timeout and interval: a probe slowed by a busy machine must neither fail nor
+    // overlap the next one (which would open a second connection meanwhile).
+    let check = CHECK
+        .replace("unhealthy_threshold = 2", "unhealthy_threshold = 1")
+        .replace("interval = \"100ms\"", "interval = \"200ms\"")
+        .replace("timeout = \"200ms\"", "timeout = \"2s\"");
+    // Without reuse every check is a new connection; with it, one (two if a probe ever overlapped).
+    for (close_after, max_conns) in [(usize::MAX, 2), (1, usize::MAX)] {
         let (addr, conns, reqs) = counting_backend(close_after).await;
         let conf = base(&format!("backends = [\"{{b:a}}\"]\n{check}"));
         let l = Lariat::new(&[("b:a", addr.to_string())]).start(&conf).await;
-        wait_until(Duration::from_secs(5), || {
+        wait_until(Duration::from_secs(10), || {
             let reqs = reqs.clone();
             async move { reqs.load(Ordering::SeqCst) >= 8 }
         })
