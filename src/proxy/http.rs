@@ -118,6 +118,15 @@ fn upstream_failure(e: &Error) -> bool {
 }
 
 impl HttpProxy {
+    /// A request whose framing could be read two ways (or is broken): 400, counted, and the
+    /// connection closes with nothing forwarded.
+    async fn refuse_framing(&self, session: &mut Session, why: &(dyn std::fmt::Display + Sync)) -> Result<bool> {
+        log::debug!("{}: request refused: {why}", self.entrypoint);
+        self.counters.bad_smuggling.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        respond::text(session, 400, respond::body_for(400)).await?;
+        Ok(true)
+    }
+
     fn hash_key(key: &HashKey, session: &Session, client_ip: Option<IpAddr>) -> Vec<u8> {
         let req = session.req_header();
         match key {
@@ -205,16 +214,10 @@ impl ProxyHttp for HttpProxy {
             super::strict::framing_problem(&session.req_header().headers)
         };
         if let Some(problem) = problem {
-            log::debug!("{}: request refused: {problem}", self.entrypoint);
-            self.counters.bad_smuggling.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            respond::text(session, 400, respond::body_for(400)).await?;
-            return Ok(true);
+            return self.refuse_framing(session, &problem).await;
         }
         if let Err(e) = prefetch_first_chunk(session).await {
-            log::debug!("{}: request refused: {e}", self.entrypoint);
-            self.counters.bad_smuggling.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            respond::text(session, 400, respond::body_for(400)).await?;
-            return Ok(true);
+            return self.refuse_framing(session, &e).await;
         }
         if !self.tls {
             if let Some(token) = session.req_header().uri.path().strip_prefix("/.well-known/acme-challenge/") {

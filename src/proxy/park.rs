@@ -40,25 +40,26 @@ impl<A> Parked<A> {
 /// Wait until the connection's next request begins. None: it closed, stayed idle for `idle`, or
 /// the stop came. On plain HTTP entrypoints the stream is a [`HeadDeadline`], which reads the
 /// first bytes ahead and serves them to Pingora (no extra read); any other stream is peeked.
-async fn next_request(stream: Stream, idle: Duration, mut stop: watch::Receiver<bool>) -> Option<Stream> {
-    if *stop.borrow_and_update() {
-        return None;
-    }
+async fn next_request(mut stream: Stream, idle: Duration, stop: watch::Receiver<bool>) -> Option<Stream> {
     if stream.as_any().is::<HeadDeadline>() {
         let mut s: Box<HeadDeadline> = stream.into_any().downcast().ok()?;
-        let ready = tokio::select! {
-            r = tokio::time::timeout(idle, s.read_ahead()) => matches!(r, Ok(Ok(1..))),
-            _ = stop.changed() => false,
-        };
+        let ready = within(idle, stop, async { matches!(s.read_ahead().await, Ok(1..)) }).await;
         return ready.then_some(s as Stream);
     }
-    let mut stream = stream;
     let mut byte = [0u8; 1];
-    let ready = tokio::select! {
-        r = tokio::time::timeout(idle, stream.try_peek(&mut byte)) => matches!(r, Ok(Ok(_))),
-        _ = stop.changed() => false,
-    };
+    let ready = within(idle, stop, async { stream.try_peek(&mut byte).await.is_ok() }).await;
     ready.then_some(stream)
+}
+
+/// `wait`'s answer, or false once `idle` passes or the stop comes first.
+async fn within(idle: Duration, mut stop: watch::Receiver<bool>, wait: impl std::future::Future<Output = bool>) -> bool {
+    if *stop.borrow_and_update() {
+        return false;
+    }
+    tokio::select! {
+        r = tokio::time::timeout(idle, wait) => r.unwrap_or(false),
+        _ = stop.changed() => false,
+    }
 }
 
 #[async_trait]
