@@ -76,12 +76,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     signal(&p, "TERM");
     assert_eq!(slow.await.unwrap().expect("in-flight request failed during drain"), 200);
-    assert_eq!(
-        tokio::task::spawn_blocking(move || wait_exit(&mut p, Duration::from_secs(15)))
-            .await
-            .unwrap(),
-        Some(0)
-    );
+    assert_eq!(wait_exit(&mut p, Duration::from_secs(15)).await, Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,19 +90,14 @@ async fn sigint_drains_too() {
     let out = hc();
     assert!(out.status.success(), "healthcheck: {}", String::from_utf8_lossy(&out.stderr));
     signal(&p, "INT");
-    assert_eq!(
-        tokio::task::spawn_blocking(move || wait_exit(&mut p, Duration::from_secs(15)))
-            .await
-            .unwrap(),
-        Some(0)
-    );
+    assert_eq!(wait_exit(&mut p, Duration::from_secs(15)).await, Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrade_hands_over_listeners_without_failed_requests() {
     let b = http_backend("a").await;
     let l = write_conf(&b, "1s");
-    let mut old = spawn(&l, &[]);
+    let old = spawn(&l, &[]);
     wait_serving(&l).await;
 
     let (stop, ok, failed) = (
@@ -135,13 +125,7 @@ async fn upgrade_hands_over_listeners_without_failed_requests() {
         }
     });
 
-    let new = spawn(&l, &["--upgrade"]);
-    tokio::time::sleep(Duration::from_millis(800)).await; // the new process waits on upgrade_sock
-    signal(&old, "QUIT");
-    let code = tokio::task::spawn_blocking(move || wait_exit(&mut old, Duration::from_secs(30)))
-        .await
-        .unwrap();
-    assert_eq!(code, Some(0), "old process exit status");
+    let new = hand_over(&l, old).await;
     // Old process gone: the new one must be serving on the same port.
     let before = ok.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -133,17 +133,11 @@ async fn sighup_reload_under_wrk_loses_nothing() {
 async fn upgrade_under_wrk_loses_nothing() {
     let b = http_backend("a").await;
     let l = write_conf(&b, "2s");
-    let mut old = spawn(&l, &[]);
+    let old = spawn(&l, &[]);
     wait_serving(&l).await;
     let w = wrk(&l.url("web", "/"), 5);
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let new = spawn(&l, &["--upgrade"]);
-    tokio::time::sleep(Duration::from_millis(800)).await; // the new process waits on upgrade_sock
-    signal(&old, "QUIT");
-    let code = tokio::task::spawn_blocking(move || wait_exit(&mut old, Duration::from_secs(30)))
-        .await
-        .unwrap();
-    assert_eq!(code, Some(0), "old process exit status");
+    let new = hand_over(&l, old).await;
     let report = finish(w).await;
     assert_eq!(
         report.lost() + report.refused(),
@@ -166,9 +160,7 @@ async fn sigterm_drain_under_wrk_answers_every_accepted_request() {
     let w = wrk(&l.url("web", "/"), 4);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     signal(&p, "TERM");
-    let code = tokio::task::spawn_blocking(move || wait_exit(&mut p, Duration::from_secs(30)))
-        .await
-        .unwrap();
+    let code = wait_exit(&mut p, Duration::from_secs(30)).await;
     assert_eq!(code, Some(0), "exit status after the drain");
     let report = finish(w).await;
     assert_eq!(report.lost(), 0, "accepted requests lost in the drain:\n{}", report.text);

@@ -33,15 +33,30 @@ pub fn signal(p: &Proc, sig: &str) {
         .success());
 }
 
-pub fn wait_exit(p: &mut Proc, limit: Duration) -> Option<i32> {
-    let deadline = std::time::Instant::now() + limit;
-    while std::time::Instant::now() < deadline {
+/// The exit code once the process has exited (polled, so the test's runtime keeps running).
+pub async fn wait_exit(p: &mut Proc, limit: Duration) -> Option<i32> {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
         if let Some(s) = p.0.try_wait().unwrap() {
             return Some(s.code().unwrap_or(-1));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("lariat did not exit within {limit:?}");
+}
+
+/// A zero-downtime handover: start a new process with `--upgrade`, give it time to wait on the
+/// upgrade socket, SIGQUIT the old one and require that it exits 0. Returns the new process.
+pub async fn hand_over(l: &Lariat, mut old: Proc) -> Proc {
+    let new = spawn(l, &["--upgrade"]);
+    tokio::time::sleep(Duration::from_millis(800)).await; // the new process waits on upgrade_sock
+    signal(&old, "QUIT");
+    assert_eq!(
+        wait_exit(&mut old, Duration::from_secs(30)).await,
+        Some(0),
+        "old process exit status"
+    );
+    new
 }
 
 pub fn write_conf(b: &HttpBackend, grace: &str) -> Lariat {
