@@ -15,13 +15,9 @@ DURATION=${DURATION:-30}
 PER_SERVICE=100
 BASE_PORT=40000
 ulimit -n "$(ulimit -Hn)" # 10,000 listening sockets for the origin, and its connections
-for tool in nginx curl; do
-  command -v $tool >/dev/null || { echo "health bench: $tool is missing (apt-get install nginx curl)" >&2; exit 1; }
-done
-if [ -z "${LARIAT_BIN:-}" ]; then
-  cargo build --release --bin lariat >/dev/null 2>&1 || cargo build --release --bin lariat
-  LARIAT_BIN=target/release/lariat
-fi
+. bench/lib.sh
+need "health bench" "nginx curl" nginx curl
+lariat_bin
 WORK=$(mktemp -d /tmp/lariat-health.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; for k in 0 1 2 3; do pkill -F "$WORK/origin$k.pid" 2>/dev/null || true; done; sleep 0.3; rm -rf "$WORK"' EXIT
 

@@ -11,13 +11,9 @@ cd "$(dirname "$0")/.."
 # 20,000 per process.
 CONNS=${CONNS:-9900}
 ulimit -n "$(ulimit -Hn)"
-for tool in haproxy nginx python3; do
-  command -v $tool >/dev/null || { echo "memory bench: $tool is missing (apt-get install haproxy nginx)" >&2; exit 1; }
-done
-if [ -z "${LARIAT_BIN:-}" ]; then
-  cargo build --release --bin lariat >/dev/null 2>&1 || cargo build --release --bin lariat
-  LARIAT_BIN=target/release/lariat
-fi
+. bench/lib.sh
+need "memory bench" "haproxy nginx" haproxy nginx python3
+lariat_bin
 WORK=$(mktemp -d /tmp/lariat-memory.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; pkill -F "$WORK/origin.pid" 2>/dev/null || true; sleep 0.3; rm -rf "$WORK"' EXIT
 O=18801; L=18802; H=18803

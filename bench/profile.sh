@@ -12,13 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
 TOP=${TOP:-30}
-for tool in nginx wrk perf taskset; do
-  command -v $tool >/dev/null || { echo "profile: $tool is missing (apt-get install nginx wrk linux-perf)" >&2; exit 1; }
-done
-if [ -z "${LARIAT_BIN:-}" ]; then
-  cargo build --release --bin lariat >/dev/null 2>&1 || cargo build --release --bin lariat
-  LARIAT_BIN=target/release/lariat
-fi
+. bench/lib.sh
+need profile "nginx wrk linux-perf" nginx wrk perf taskset
+lariat_bin
 WORK=$(mktemp -d /tmp/lariat-profile.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; pkill -F "$WORK/origin.pid" 2>/dev/null || true; sleep 0.3; rm -rf "$WORK"' EXIT
 O1=18401; O2=18402; WEB=18403

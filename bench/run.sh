@@ -27,9 +27,8 @@ DURATION=${DURATION:-10}
 WORK=$(mktemp -d /tmp/lariat-bench.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; pkill -F "$WORK/origin.pid" 2>/dev/null || true; pkill -F "$WORK/nginx-proxy.pid" 2>/dev/null || true; sleep 0.3; rm -rf "$WORK"' EXIT
 
-for tool in haproxy nginx wrk taskset iperf3; do
-  command -v $tool >/dev/null || { echo "bench: $tool is missing (apt-get install haproxy nginx wrk iperf3)" >&2; exit 1; }
-done
+. bench/lib.sh
+need bench "haproxy nginx wrk iperf3" haproxy nginx wrk taskset iperf3
 scripts/setup.sh
 cargo build --release --bin lariat >/dev/null 2>&1 || cargo build --release --bin lariat
 LARIAT=target/release/lariat
