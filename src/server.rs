@@ -216,6 +216,7 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
                     idle_timeout: config.server.idle_timeout,
                     max_body_bytes: config.server.max_body_bytes,
                 };
+                let lane = (!tls).then(|| crate::proxy::lane::Lane::new(app.clone()));
                 let mut proxy = pingora_proxy::http_proxy(&conf, app);
                 proxy.server_options = Some(opts);
                 if tls {
@@ -251,7 +252,7 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
                     let mut svc = Service::new(
                         format!("entrypoint {}", ep.name),
                         Graceful {
-                            inner: Arc::new(crate::proxy::park::Parked::new(Arc::new(proxy), config.server.idle_timeout)),
+                            inner: Arc::new(crate::proxy::park::Parked::new(Arc::new(proxy), lane, config.server.idle_timeout)),
                             linger,
                             counters,
                             proxy_protocol,

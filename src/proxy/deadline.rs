@@ -61,6 +61,12 @@ impl HeadDeadline {
         Ok(n)
     }
 
+    /// Put bytes already read back in front of the stream, to be read again.
+    pub fn unread(&mut self, mut bytes: Vec<u8>) {
+        bytes.extend_from_slice(&self.ahead);
+        self.ahead = bytes;
+    }
+
     /// Whether "\r\n\r\n" ends within `data`, counting the last bytes of earlier reads.
     fn saw_end_of_head(&mut self, data: &[u8]) -> bool {
         self.tail.extend_from_slice(data);

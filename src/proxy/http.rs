@@ -18,6 +18,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use tokio::time::Instant;
 
+#[derive(Clone)]
 pub struct HttpProxy {
     pub entrypoint: Arc<str>,
     pub shared: Arc<Shared>,
@@ -64,10 +65,9 @@ fn head_bytes(req: &RequestHeader) -> usize {
     line + req.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>()
 }
 
-/// `https://host[:port]/path?query` for a request.
-fn https_location(req: &RequestHeader, port: u16) -> String {
-    let host = crate::route::strip_port(request_host(req));
-    let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+/// `https://host[:port]/path?query` for a request to `host` (its port, if any, replaced).
+fn https_location(host: &str, pq: &str, port: u16) -> String {
+    let host = crate::route::strip_port(host);
     if port == 443 {
         format!("https://{host}{pq}")
     } else {
@@ -76,29 +76,29 @@ fn https_location(req: &RequestHeader, port: u16) -> String {
 }
 
 /// The backend of the current attempt, holding its connection slot.
-struct Current {
-    pick: Pick,
+pub(crate) struct Current {
+    pub(crate) pick: Pick,
     /// Its outcome was already given to the breaker.
-    recorded: bool,
+    pub(crate) recorded: bool,
 }
 
 /// Per-request state.
 pub struct Ctx {
-    start: Instant,
+    pub(crate) start: Instant,
     target: Option<Target>,
-    service: Option<Arc<Service>>,
+    pub(crate) service: Option<Arc<Service>>,
     _service_slot: Option<ServiceSlot>,
-    current: Option<Current>,
-    tried: Vec<usize>,
-    hash_key: Vec<u8>,
-    client_ip: Option<IpAddr>,
+    pub(crate) current: Option<Current>,
+    pub(crate) tried: Vec<usize>,
+    pub(crate) hash_key: Vec<u8>,
+    pub(crate) client_ip: Option<IpAddr>,
     /// Request body bytes read so far.
     body_bytes: u64,
 }
 
 impl Ctx {
     /// Give the current attempt's outcome to its backend's breaker, once.
-    fn record(&mut self, attempt: Attempt) {
+    pub(crate) fn record(&mut self, attempt: Attempt) {
         if let (Some(svc), Some(cur)) = (&self.service, &mut self.current) {
             if !cur.recorded {
                 cur.recorded = true;
@@ -107,7 +107,7 @@ impl Ctx {
         }
     }
 
-    fn retries_left(&self) -> bool {
+    pub(crate) fn retries_left(&self) -> bool {
         self.service.as_ref().is_some_and(|s| self.tried.len() <= s.spec.retries as usize)
     }
 }
@@ -127,20 +127,169 @@ impl HttpProxy {
         Ok(true)
     }
 
-    fn hash_key(key: &HashKey, session: &Session, client_ip: Option<IpAddr>) -> Vec<u8> {
-        let req = session.req_header();
-        match key {
-            HashKey::ClientIp => client_ip.map(|ip| ip.to_string().into_bytes()).unwrap_or_default(),
-            HashKey::Path => req.uri.path().as_bytes().to_vec(),
-            HashKey::Header(name) => req.headers.get(name.as_str()).map(|v| v.as_bytes().to_vec()).unwrap_or_default(),
-            HashKey::Cookie(name) => cookie(req, name).unwrap_or_default(),
+    /// Route a request by its host and path, on the current snapshot, and admit it to its
+    /// service (breaker, `max_requests`): what to answer, or `Proxy` with `ctx` holding the
+    /// target, the service and its slot. Both HTTP/1 paths (Pingora's and the fast lane) use it.
+    pub(crate) fn decide(&self, ctx: &mut Ctx, host: &str, path: &str, path_and_query: &str) -> Decision {
+        match self.route(host, path, path_and_query) {
+            Ok(target) => self.admit(ctx, target),
+            Err(answer) => answer,
+        }
+    }
+
+    /// The first half of [`decide`](Self::decide), without side effects: the route's target, or
+    /// the answer when there is none (404, a redirect, an ACME challenge).
+    pub(crate) fn route(&self, host: &str, path: &str, path_and_query: &str) -> Result<Target, Decision> {
+        let acme_path = path.starts_with("/.well-known/acme-challenge/");
+        if !self.tls && acme_path {
+            if let Some(answer) = self.shared.acme_answer(&path["/.well-known/acme-challenge/".len()..]) {
+                return Err(Decision::Acme(answer));
+            }
+        }
+        if let Some(port) = self.redirect_port {
+            if !acme_path && !host.is_empty() {
+                return Err(Decision::Redirect(https_location(host, path_and_query, port)));
+            }
+        }
+        let snap = self.shared.registry.snapshot();
+        let Some(target) = snap.http.get(&*self.entrypoint).and_then(|t| t.lookup(host, path)).cloned() else {
+            return Err(Decision::Status(404));
+        };
+        if target.redirect_https && !self.tls && !acme_path {
+            if let Some(port) = self.https_port {
+                return Err(Decision::Redirect(https_location(host, path_and_query, port)));
+            }
+        }
+        Ok(target)
+    }
+
+    /// The second half of [`decide`](Self::decide): admit the request to its target's service
+    /// (members, breaker, `max_requests`).
+    pub(crate) fn admit(&self, ctx: &mut Ctx, target: Target) -> Decision {
+        let service = target.service.clone();
+        ctx.target = Some(target);
+        let Some(service) = service.filter(|s| !s.members.is_empty()) else {
+            return Decision::Status(503);
+        };
+        if service.breaker.as_ref().is_some_and(|b| !b.admit(ctx.start)) {
+            return Decision::Status(503);
+        }
+        let Some(slot) = service.stats.try_acquire(service.spec.max_requests) else {
+            return Decision::Status(503);
+        };
+        ctx._service_slot = Some(slot);
+        ctx.service = Some(service);
+        Decision::Proxy
+    }
+
+    /// Count a finished request (breaker outcome, service or entrypoint counters) and write its
+    /// access log line.
+    pub(crate) fn account(&self, ctx: &mut Ctx, done: Done<'_>) {
+        let now = Instant::now();
+        let status = done.status;
+        if ctx.current.is_some() {
+            let count_5xx = ctx.service.as_ref().is_some_and(|s| s.spec.breaker.count_5xx);
+            let attempt = if done.failed_upstream || (count_5xx && status >= 500) {
+                Attempt::Failed
+            } else {
+                Attempt::Ok
+            };
+            ctx.record(attempt);
+            if let Some(svc) = &ctx.service {
+                let outcome = if done.failed_upstream {
+                    Outcome::NetworkError
+                } else {
+                    Outcome::Response {
+                        status,
+                        latency: now - ctx.start,
+                    }
+                };
+                svc.record_outcome(now, outcome);
+            }
+        }
+        match &ctx.service {
+            Some(svc) => svc.stats.http.get(&self.entrypoint).observe(status, now - ctx.start),
+            None => self.counters.unrouted.observe(status, now - ctx.start),
+        }
+        if !self.shared.access_log() {
+            return;
+        }
+        let (route, service) = match &ctx.target {
+            Some(t) => (&*t.name, t.id.0.as_str()),
+            None => ("-", "-"),
+        };
+        let backend = ctx
+            .current
+            .as_ref()
+            .map(|c| c.pick.slot.member().addr.to_string())
+            .unwrap_or_else(|| "-".into());
+        log::info!(
+            target: "access",
+            "http entrypoint={} client={} method={} route={} service={} backend={} status={} bytes={} duration_ms={:.3} attempts={}{}",
+            self.entrypoint,
+            ctx.client_ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+            done.method,
+            route,
+            service,
+            backend,
+            status,
+            done.bytes,
+            (now - ctx.start).as_secs_f64() * 1000.0,
+            ctx.tried.len(),
+            done.error.map(|e| format!(" error=\"{e}\"")).unwrap_or_default(),
+        );
+    }
+}
+
+/// What [`HttpProxy::decide`] concluded.
+pub(crate) enum Decision {
+    /// Answer with lariat's own text for this status.
+    Status(u16),
+    /// 308 to this location.
+    Redirect(String),
+    /// The answer to an ACME HTTP-01 challenge.
+    Acme(String),
+    /// Proxy to the service now in the request's context.
+    Proxy,
+}
+
+/// How a request ended, for [`HttpProxy::account`].
+pub(crate) struct Done<'a> {
+    pub status: u16,
+    /// The backend failed (connect, reset, timeout, an invalid response).
+    pub failed_upstream: bool,
+    /// The error's name for the access log.
+    pub error: Option<&'a str>,
+    pub method: &'a str,
+    /// Response body bytes sent to the client.
+    pub bytes: usize,
+}
+
+/// The consistent-hash key of a request: its client address, its path, or a header's or a
+/// cookie's value (empty when absent). `headers` yields (name, value) pairs as received.
+pub(crate) fn hash_key<'h>(
+    key: &HashKey,
+    path: &str,
+    client_ip: Option<IpAddr>,
+    headers: impl Iterator<Item = (&'h str, &'h [u8])>,
+) -> Vec<u8> {
+    match key {
+        HashKey::ClientIp => client_ip.map(|ip| ip.to_string().into_bytes()).unwrap_or_default(),
+        HashKey::Path => path.as_bytes().to_vec(),
+        HashKey::Header(name) => headers
+            .into_iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.to_vec())
+            .unwrap_or_default(),
+        HashKey::Cookie(name) => {
+            cookie(headers.filter(|(k, _)| k.eq_ignore_ascii_case("cookie")).map(|(_, v)| v), name).unwrap_or_default()
         }
     }
 }
 
-fn cookie(req: &RequestHeader, name: &str) -> Option<Vec<u8>> {
-    for v in req.headers.get_all("cookie") {
-        let s = v.to_str().ok()?;
+fn cookie<'h>(values: impl Iterator<Item = &'h [u8]>, name: &str) -> Option<Vec<u8>> {
+    for v in values {
+        let s = std::str::from_utf8(v).ok()?;
         for pair in s.split(';') {
             if let Some((k, val)) = pair.trim().split_once('=') {
                 if k == name {
@@ -219,60 +368,22 @@ impl ProxyHttp for HttpProxy {
         if let Err(e) = prefetch_first_chunk(session).await {
             return self.refuse_framing(session, &e).await;
         }
-        if !self.tls {
-            if let Some(token) = session.req_header().uri.path().strip_prefix("/.well-known/acme-challenge/") {
-                if let Some(answer) = self.shared.acme_answer(token) {
-                    respond::text_owned(session, 200, answer).await?;
-                    return Ok(true);
-                }
-            }
-        }
-        if let Some(port) = self.redirect_port {
-            let req = session.req_header();
-            if !req.uri.path().starts_with("/.well-known/acme-challenge/") && !request_host(req).is_empty() {
-                let location = https_location(req, port);
-                respond::redirect(session, &location).await?;
-                return Ok(true);
-            }
-        }
-        let snap = self.shared.registry.snapshot();
         let req = session.req_header();
-        let target = snap
-            .http
-            .get(&*self.entrypoint)
-            .and_then(|t| t.lookup(request_host(req), req.uri.path()))
-            .cloned();
-        let Some(target) = target else {
-            respond::text(session, 404, respond::body_for(404)).await?;
-            return Ok(true);
-        };
-        if target.redirect_https && !self.tls && !req.uri.path().starts_with("/.well-known/acme-challenge/") {
-            if let Some(port) = self.https_port {
-                let location = https_location(req, port);
-                respond::redirect(session, &location).await?;
-                return Ok(true);
+        let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        match self.decide(ctx, request_host(req), req.uri.path(), pq) {
+            Decision::Status(code) => respond::text(session, code, respond::body_for(code)).await?,
+            Decision::Redirect(location) => respond::redirect(session, &location).await?,
+            Decision::Acme(answer) => respond::text_owned(session, 200, answer).await?,
+            Decision::Proxy => {
+                if let Some(crate::desired::Balance::ConsistentHash(key)) = ctx.service.as_ref().map(|s| &s.spec.balance) {
+                    let req = session.req_header();
+                    let headers = req.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
+                    ctx.hash_key = hash_key(key, req.uri.path(), ctx.client_ip, headers);
+                }
+                return Ok(false);
             }
         }
-        let service = target.service.clone();
-        ctx.target = Some(target);
-        let Some(service) = service.filter(|s| !s.members.is_empty()) else {
-            respond::text(session, 503, respond::body_for(503)).await?;
-            return Ok(true);
-        };
-        if service.breaker.as_ref().is_some_and(|b| !b.admit(ctx.start)) {
-            respond::text(session, 503, respond::body_for(503)).await?;
-            return Ok(true);
-        }
-        let Some(slot) = service.stats.try_acquire(service.spec.max_requests) else {
-            respond::text(session, 503, respond::body_for(503)).await?;
-            return Ok(true);
-        };
-        ctx._service_slot = Some(slot);
-        if let crate::desired::Balance::ConsistentHash(key) = &service.spec.balance {
-            ctx.hash_key = Self::hash_key(key, session, ctx.client_ip);
-        }
-        ctx.service = Some(service);
-        Ok(false)
+        Ok(true)
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
@@ -403,60 +514,14 @@ impl ProxyHttp for HttpProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        let now = Instant::now();
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
-        if ctx.current.is_some() {
-            let failed_upstream = e.is_some_and(upstream_failure);
-            let count_5xx = ctx.service.as_ref().is_some_and(|s| s.spec.breaker.count_5xx);
-            let attempt = if failed_upstream || (count_5xx && status >= 500) {
-                Attempt::Failed
-            } else {
-                Attempt::Ok
-            };
-            ctx.record(attempt);
-            if let Some(svc) = &ctx.service {
-                let outcome = if failed_upstream {
-                    Outcome::NetworkError
-                } else {
-                    Outcome::Response {
-                        status,
-                        latency: now - ctx.start,
-                    }
-                };
-                svc.record_outcome(now, outcome);
-            }
-        }
-        match &ctx.service {
-            Some(svc) => svc.stats.http.get(&self.entrypoint).observe(status, now - ctx.start),
-            None => self.counters.unrouted.observe(status, now - ctx.start),
-        }
-        if !self.shared.access_log() {
-            return;
-        }
-        let req = session.req_header();
-        let (route, service) = match &ctx.target {
-            Some(t) => (&*t.name, t.id.0.as_str()),
-            None => ("-", "-"),
-        };
-        let backend = ctx
-            .current
-            .as_ref()
-            .map(|c| c.pick.slot.member().addr.to_string())
-            .unwrap_or_else(|| "-".into());
-        log::info!(
-            target: "access",
-            "http entrypoint={} client={} method={} route={} service={} backend={} status={} bytes={} duration_ms={:.3} attempts={}{}",
-            self.entrypoint,
-            ctx.client_ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
-            req.method,
-            route,
-            service,
-            backend,
+        let done = Done {
             status,
-            session.body_bytes_sent(),
-            (now - ctx.start).as_secs_f64() * 1000.0,
-            ctx.tried.len(),
-            e.map(|e| format!(" error=\"{}\"", e.etype().as_str())).unwrap_or_default(),
-        );
+            failed_upstream: e.is_some_and(upstream_failure),
+            error: e.map(|e| e.etype().as_str()),
+            method: session.req_header().method.as_str(),
+            bytes: session.body_bytes_sent(),
+        };
+        self.account(ctx, done);
     }
 }

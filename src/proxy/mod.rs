@@ -2,6 +2,7 @@
 
 pub mod deadline;
 pub mod http;
+pub mod lane;
 pub mod park;
 pub mod pp;
 pub mod pump;

@@ -7,6 +7,7 @@
 //! ends), and only then goes back to Pingora. HTTP/2 (h2c) connections are Pingora's throughout.
 
 use super::deadline::HeadDeadline;
+use super::lane::{Lane, Next};
 use async_trait::async_trait;
 use pingora_core::apps::{HttpServerApp, ServerApp};
 use pingora_core::protocols::http::ServerSession;
@@ -21,6 +22,8 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 pub struct Parked<A> {
     pub app: Arc<A>,
+    /// Serves plain HTTP/1.1 requests without a body before Pingora's path sees them.
+    pub lane: Option<Lane>,
     /// An idle keep-alive connection closes after this.
     pub idle_timeout: Duration,
     /// Set when a stop's linger ends: parked connections close.
@@ -28,9 +31,10 @@ pub struct Parked<A> {
 }
 
 impl<A> Parked<A> {
-    pub fn new(app: Arc<A>, idle_timeout: Duration) -> Parked<A> {
+    pub fn new(app: Arc<A>, lane: Option<Lane>, idle_timeout: Duration) -> Parked<A> {
         Parked {
             app,
+            lane,
             idle_timeout,
             stop: watch::channel(false).0,
         }
@@ -73,20 +77,31 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Parked<A> {
                 return ServerApp::process_new(&self.app, stream, shutdown).await;
             }
         }
-        let mut session = ServerSession::new_http1(stream);
-        session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
-        session.set_keepalive_reuses_remaining(options.and_then(|o| o.keepalive_request_limit));
-        let mut reused = self.app.process_new_http(session, shutdown).await;
-        while let Some(r) = reused {
-            let (stream, settings) = r.consume();
-            let stream = next_request(stream, self.idle_timeout, self.stop.subscribe()).await?;
-            let mut session = ServerSession::new_http1(stream);
-            if let Some(settings) = settings {
-                settings.apply_to_session(&mut session);
+        let mut stream = stream;
+        let mut settings: Option<pingora_core::apps::HttpPersistentSettings> = None;
+        loop {
+            if let Some(lane) = &self.lane {
+                match lane.serve(stream, shutdown).await {
+                    Next::Closed => return None,
+                    Next::Idle(s) => {
+                        stream = next_request(s, self.idle_timeout, self.stop.subscribe()).await?;
+                        continue;
+                    }
+                    Next::Pingora(s) => stream = s,
+                }
             }
-            reused = self.app.process_new_http(session, shutdown).await;
+            let mut session = ServerSession::new_http1(stream);
+            match settings.take() {
+                Some(settings) => settings.apply_to_session(&mut session),
+                None => {
+                    session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+                    session.set_keepalive_reuses_remaining(options.and_then(|o| o.keepalive_request_limit));
+                }
+            }
+            let (s, kept) = self.app.process_new_http(session, shutdown).await?.consume();
+            settings = kept;
+            stream = next_request(s, self.idle_timeout, self.stop.subscribe()).await?;
         }
-        None
     }
 
     async fn cleanup(&self) {

@@ -3,6 +3,40 @@
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
+/// Whether the connection closes after lariat's own answer with this status: after an error,
+/// except a 404 or 503 (the client did nothing wrong and may go on using the connection).
+pub fn closes(status: u16) -> bool {
+    status >= 400 && status != 404 && status != 503
+}
+
+/// A complete text response as bytes, as [`text`] writes it (for the fast lane, which writes to
+/// the socket itself). `close`: the connection closes after it either way.
+pub fn raw_text(status: u16, body: &str, content_type: &str, close: bool) -> Vec<u8> {
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    if status == 503 {
+        out.push_str("retry-after: 1\r\n");
+    }
+    if close || closes(status) {
+        out.push_str("connection: close\r\n");
+    }
+    out.push_str("\r\n");
+    out.push_str(body);
+    out.into_bytes()
+}
+
+/// A 308 to `location` as bytes, as [`redirect`] writes it.
+pub fn raw_redirect(location: &str, close: bool) -> Vec<u8> {
+    let close = if close { "connection: close\r\n" } else { "" };
+    format!("HTTP/1.1 308 Permanent Redirect\r\nlocation: {location}\r\ncontent-length: 0\r\n{close}\r\n").into_bytes()
+}
+
 /// Write a complete text response. A 503 carries `Retry-After`.
 pub async fn text(session: &mut Session, status: u16, body: &'static str) -> pingora_core::Result<()> {
     let mut resp = ResponseHeader::build(status, Some(4))?;
@@ -11,7 +45,7 @@ pub async fn text(session: &mut Session, status: u16, body: &'static str) -> pin
     if status == 503 {
         resp.insert_header("retry-after", "1")?;
     }
-    if status >= 400 && status != 404 && status != 503 {
+    if closes(status) {
         resp.insert_header("connection", "close")?;
         session.set_keepalive(None);
     }

@@ -53,6 +53,8 @@ pub struct Member {
     pub ejections: AtomicU64,
     pub health: HealthCell,
     pub breaker: Breaker,
+    /// Idle HTTP/1 connections to this backend, for reuse.
+    pub idle: super::IdleConns,
 }
 
 impl std::fmt::Debug for Member {
@@ -72,6 +74,7 @@ impl Member {
             ejections: AtomicU64::new(0),
             health: HealthCell::new(now),
             breaker: Breaker::new(now),
+            idle: Default::default(),
         })
     }
 

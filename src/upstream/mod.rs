@@ -1,10 +1,12 @@
 //! The registry: the desired state of every provider, merged into one immutable `Snapshot` that is
 //! swapped in atomically by a single writer. Requests load the snapshot once and keep it.
 
+mod idle;
 mod member;
 mod select;
 mod service;
 
+pub use idle::IdleConns;
 pub use member::{BackendState, InFlight, Member, ServiceSlot, ServiceStats};
 pub use service::{Attempt, Pick, Service};
 
