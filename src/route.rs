@@ -21,7 +21,7 @@ pub struct Target {
 #[derive(Default, Clone)]
 struct PathTable {
     /// (path, exact, target): longest path first, an exact path before a prefix of its length.
-    entries: Vec<(String, bool, Target)>,
+    entries: Vec<(String, bool, Arc<Target>)>,
 }
 
 impl PathTable {
@@ -29,12 +29,12 @@ impl PathTable {
         if self.entries.iter().any(|(p, e, _)| p == path && *e == exact) {
             return; // first route for a host and path wins
         }
-        self.entries.push((path.to_string(), exact, target));
+        self.entries.push((path.to_string(), exact, Arc::new(target)));
         self.entries
             .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(b.1.cmp(&a.1)).then_with(|| a.0.cmp(&b.0)));
     }
 
-    fn lookup(&self, path: &str) -> Option<&Target> {
+    fn lookup(&self, path: &str) -> Option<&Arc<Target>> {
         self.entries
             .iter()
             .find(|(p, exact, _)| if *exact { path == p } else { path.starts_with(p.as_str()) })
@@ -73,7 +73,8 @@ impl RouteTable {
     }
 
     /// `host` as the client sent it (any case, maybe with a port).
-    pub fn lookup(&self, host: &str, path: &str) -> Option<&Target> {
+    /// A request takes the target's `Arc`, not a copy.
+    pub fn lookup(&self, host: &str, path: &str) -> Option<&Arc<Target>> {
         let host = strip_port(host);
         let mut buf = [0u8; 256];
         let host = if host.bytes().any(|b| b.is_ascii_uppercase()) && host.len() <= buf.len() {

@@ -85,7 +85,7 @@ pub(crate) struct Current {
 /// Per-request state.
 pub struct Ctx {
     pub(crate) start: Instant,
-    target: Option<Target>,
+    target: Option<Arc<Target>>,
     pub(crate) service: Option<Arc<Service>>,
     _service_slot: Option<ServiceSlot>,
     pub(crate) current: Option<Current>,
@@ -139,7 +139,7 @@ impl HttpProxy {
 
     /// The first half of [`decide`](Self::decide), without side effects: the route's target, or
     /// the answer when there is none (404, a redirect, an ACME challenge).
-    pub(crate) fn route(&self, host: &str, path: &str, path_and_query: &str) -> Result<Target, Decision> {
+    pub(crate) fn route(&self, host: &str, path: &str, path_and_query: &str) -> Result<Arc<Target>, Decision> {
         let acme_path = path.starts_with("/.well-known/acme-challenge/");
         if !self.tls && acme_path {
             if let Some(answer) = self.shared.acme_answer(&path["/.well-known/acme-challenge/".len()..]) {
@@ -165,7 +165,7 @@ impl HttpProxy {
 
     /// The second half of [`decide`](Self::decide): admit the request to its target's service
     /// (members, breaker, `max_requests`).
-    pub(crate) fn admit(&self, ctx: &mut Ctx, target: Target) -> Decision {
+    pub(crate) fn admit(&self, ctx: &mut Ctx, target: Arc<Target>) -> Decision {
         let service = target.service.clone();
         ctx.target = Some(target);
         let Some(service) = service.filter(|s| !s.members.is_empty()) else {

@@ -278,13 +278,14 @@ impl Lane {
         let client_ip = client
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let client_text = client_ip.map(|ip| ip.to_string());
         let mut b = Buffers {
             buf: Vec::with_capacity(2048),
             ..Default::default()
         };
         loop {
             let req = loop {
-                match request::parse(&b.buf, self.proxy.max_header_bytes, client_ip, "http", &mut b.up) {
+                match request::parse(&b.buf, self.proxy.max_header_bytes, client_text.as_deref(), "http", &mut b.up) {
                     request::Parsed::Complete(r) => break r,
                     request::Parsed::Refer => return refer(client, b.buf),
                     request::Parsed::Partial => {

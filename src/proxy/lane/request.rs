@@ -3,8 +3,6 @@
 //! sends to the backend. Anything else, including anything the parser refuses, is referred to
 //! Pingora's path, which answers it as before.
 
-use std::io::Write;
-use std::net::IpAddr;
 use std::ops::Range;
 
 /// A request head the lane serves, as offsets into the connection's buffer.
@@ -79,10 +77,10 @@ fn offset(buf: &[u8], part: &[u8]) -> Range<usize> {
 /// Parse the request head at the start of `buf` and, when the lane serves it, write the head for
 /// the backend into `up`: the request line, the client's headers but hop-by-hop and forwarding
 /// ones, then X-Forwarded-For, X-Real-IP, X-Forwarded-Proto and X-Forwarded-Host.
-pub fn parse(buf: &[u8], max_head: usize, client_ip: Option<IpAddr>, proto: &str, up: &mut Vec<u8>) -> Parsed {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(buf) {
+pub fn parse(buf: &[u8], max_head: usize, client_ip: Option<&str>, proto: &str, up: &mut Vec<u8>) -> Parsed {
+    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; 64];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(n)) if n <= max_head => n,
         Ok(httparse::Status::Partial) if buf.len() < max_head => return Parsed::Partial,
         _ => return Parsed::Refer,
@@ -94,7 +92,9 @@ pub fn parse(buf: &[u8], max_head: usize, client_ip: Option<IpAddr>, proto: &str
         return Parsed::Refer;
     }
     up.clear();
-    let _ = write!(up, "{method} {target} HTTP/1.1\r\n");
+    for part in [method.as_bytes(), b" ", target.as_bytes(), b" HTTP/1.1\r\n"] {
+        up.extend_from_slice(part);
+    }
     let (mut host, mut close) = (None, false);
     for h in req.headers.iter() {
         let name = h.name;
@@ -133,9 +133,13 @@ pub fn parse(buf: &[u8], max_head: usize, client_ip: Option<IpAddr>, proto: &str
         return Parsed::Refer;
     };
     if let Some(ip) = client_ip {
-        let _ = write!(up, "x-forwarded-for: {ip}\r\nx-real-ip: {ip}\r\n");
+        for part in ["x-forwarded-for: ", ip, "\r\nx-real-ip: ", ip, "\r\n"] {
+            up.extend_from_slice(part.as_bytes());
+        }
     }
-    let _ = write!(up, "x-forwarded-proto: {proto}\r\nx-forwarded-host: ");
+    for part in ["x-forwarded-proto: ", proto, "\r\nx-forwarded-host: "] {
+        up.extend_from_slice(part.as_bytes());
+    }
     up.extend_from_slice(&buf[host.clone()]);
     up.extend_from_slice(b"\r\n\r\n");
     let target_range = offset(buf, target.as_bytes());
@@ -152,9 +156,9 @@ pub fn parse(buf: &[u8], max_head: usize, client_ip: Option<IpAddr>, proto: &str
 
 /// The request's headers as (name, value) pairs, for a consistent-hash key.
 pub fn headers_of(buf: &[u8], len: usize) -> Vec<(String, Vec<u8>)> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut req = httparse::Request::new(&mut headers);
-    let _ = req.parse(&buf[..len]);
+    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; 64];
+    let mut req = httparse::Request::new(&mut []);
+    let _ = req.parse_with_uninit_headers(&buf[..len], &mut headers);
     req.headers.iter().map(|h| (h.name.to_string(), h.value.to_vec())).collect()
 }
 
@@ -164,7 +168,7 @@ mod tests {
 
     fn lane(raw: &str) -> Option<(Request, String)> {
         let mut up = Vec::new();
-        match parse(raw.as_bytes(), 8192, Some("10.0.0.9".parse().unwrap()), "http", &mut up) {
+        match parse(raw.as_bytes(), 8192, Some("10.0.0.9"), "http", &mut up) {
             Parsed::Complete(r) => Some((r, String::from_utf8(up).unwrap())),
             _ => None,
         }
