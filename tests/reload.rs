@@ -44,7 +44,13 @@ fn load(url: String, stop: Arc<AtomicBool>, ok: Arc<AtomicUsize>, failed: Arc<At
                     }
                     match c.get(&url).send().await {
                         Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::SeqCst),
-                        _ => failed.fetch_add(1, Ordering::SeqCst),
+                        other => {
+                            // The first few failures say what they were, for the assertion's message.
+                            if failed.fetch_add(1, Ordering::SeqCst) < 3 {
+                                eprintln!("request failed: {:?}", other.map(|r| r.status()));
+                            }
+                            0
+                        }
                     };
                 }
             })
