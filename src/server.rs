@@ -216,13 +216,13 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
                     idle_timeout: config.server.idle_timeout,
                     max_body_bytes: config.server.max_body_bytes,
                 };
-                let lane = (!tls).then(|| crate::proxy::lane::Lane::new(app.clone()));
+                let lane = crate::proxy::lane::Lane::new(app.clone());
                 let mut proxy = pingora_proxy::http_proxy(&conf, app);
                 proxy.server_options = Some(opts);
                 if tls {
                     let front = crate::proxy::tls::TlsFront {
                         acceptor: pingora_core::listeners::tls::Acceptor::from_server_config(tls_config.clone()),
-                        inner: Arc::new(proxy),
+                        inner: Arc::new(crate::proxy::park::Parked::new(Arc::new(proxy), lane, config.server.idle_timeout)),
                         counters: counters.clone(),
                         entrypoint: name.clone(),
                         head_timeout: config.server.client_header_timeout,

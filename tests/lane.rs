@@ -1,13 +1,14 @@
 //! The fast lane (plain HTTP/1.1 requests without a body, served off Pingora's path): kept
 //! backend connections, every way a response body is framed, interim responses, pipelining and
-//! hand-over to Pingora's path on one connection, and a kept connection that the backend closed.
+//! hand-over to Pingora's path on one connection, a kept connection that the backend closed, and
+//! HTTP/1.1 over TLS.
 
 mod common;
 use common::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 const CONF: &str = r#"
@@ -107,7 +108,7 @@ async fn backend(keep: Keep) -> Backend {
 }
 
 /// Read one response from a kept-alive connection: its head and its Content-Length body.
-async fn response(r: &mut BufReader<TcpStream>) -> (String, String) {
+async fn response<S: AsyncRead + AsyncWrite + Unpin>(r: &mut BufReader<S>) -> (String, String) {
     let mut head = String::new();
     loop {
         let mut line = String::new();
@@ -138,7 +139,7 @@ async fn connect(l: &Lariat) -> BufReader<TcpStream> {
     BufReader::new(TcpStream::connect(l.addr("web")).await.unwrap())
 }
 
-async fn get(r: &mut BufReader<TcpStream>, path: &str) -> (String, String) {
+async fn get<S: AsyncRead + AsyncWrite + Unpin>(r: &mut BufReader<S>, path: &str) -> (String, String) {
     let req = format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n");
     r.get_mut().write_all(req.as_bytes()).await.unwrap();
     response(r).await
@@ -317,4 +318,35 @@ async fn a_kept_connection_the_backend_closed_is_replaced() {
         assert_eq!(failures(&l), 0, "a closed kept connection counted against the backend");
         assert!(b.accepted.load(Ordering::SeqCst) >= 5);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_http1_requests_take_the_lane() {
+    let b = backend(Keep::All).await;
+    let ca = common::certs::ca();
+    let mut l = Lariat::new(&[("b:app", b.addr.to_string())]);
+    let dir = l.path.parent().unwrap().to_path_buf();
+    let (cert, key) = common::certs::issue(&ca, &dir, "site", &["site.test"]);
+    let conf = CONF.replace("kind = \"http\"", "kind = \"https\"") + &format!("[[tls.certificates]]\ncert = \"{cert}\"\nkey = \"{key}\"\n");
+    l = l.start(&conf).await;
+    let tcp = TcpStream::connect(l.addr("web")).await.unwrap();
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("site.test").unwrap();
+    let tls = common::certs::connector(&ca, &[b"http/1.1"]).connect(name, tcp).await.unwrap();
+    let mut c = BufReader::new(tls);
+    for _ in 0..5 {
+        let (head, body) = get(&mut c, "/len").await;
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert_eq!(body, "hello");
+    }
+    // Kept backend connections (Pingora's path would do that too), and pipelining, which only
+    // the lane answers in order on one connection.
+    c.get_mut()
+        .write_all(b"GET /len HTTP/1.1\r\nHost: site.test\r\n\r\nGET /len HTTP/1.1\r\nHost: site.test\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(response(&mut c).await.1, "hello");
+    assert_eq!(response(&mut c).await.1, "hello");
+    assert_eq!(b.accepted.load(Ordering::SeqCst), 1);
+    let last = b.seen.lock().unwrap().last().unwrap().to_ascii_lowercase();
+    assert!(last.contains("x-forwarded-proto: https\r\n"), "{last}");
 }

@@ -27,6 +27,10 @@ pub struct FileProvider {
     current: Mutex<Config>,
     /// Wakes the loop for a reload now (SIGHUP, tests).
     trigger: Arc<Notify>,
+    /// The file as it was when the config in force was read: the watch compares with this, so a
+    /// change made while the process starts (before the watch's first look) is not taken for
+    /// the starting state and missed.
+    initial: Option<Stamp>,
 }
 
 /// (modification time, length, content hash) of the file as last read.
@@ -43,12 +47,14 @@ fn stamp(path: &std::path::Path) -> Option<Stamp> {
 
 impl FileProvider {
     pub fn new(path: PathBuf, shared: Arc<Shared>, config: Config) -> FileProvider {
-        shared.provider_synced("file", stamp(&path).map(|s| format!("{:016x}", s.2)));
+        let initial = stamp(&path);
+        shared.provider_synced("file", initial.map(|s| format!("{:016x}", s.2)));
         FileProvider {
             path,
             shared,
             current: Mutex::new(config),
             trigger: Arc::new(Notify::new()),
+            initial,
         }
     }
 
@@ -111,7 +117,7 @@ impl BackgroundService for FileProvider {
             let c = self.current.lock().unwrap_or_else(|e| e.into_inner());
             (c.providers.file.watch, c.providers.file.poll_interval)
         };
-        let mut last = stamp(&self.path);
+        let mut last = self.initial;
         let mut pending: Option<Stamp> = None;
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut tick = tokio::time::interval(interval);
@@ -152,5 +158,38 @@ impl BackgroundService for FileProvider {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONF: &str = "[providers.file]\npoll_interval = \"20ms\"\n[services.app]\nbackends = [\"127.0.0.1:1\"]\n";
+
+    /// A change written after the config was read but before the watch first looks at the file
+    /// (while the process starts) is applied, not taken for the starting state.
+    #[tokio::test]
+    async fn a_change_during_startup_is_not_missed() {
+        let dir = std::env::temp_dir().join(format!("lariat-file-provider-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("lariat.toml");
+        std::fs::write(&path, CONF).unwrap();
+        let shared = Arc::new(Shared::new(false));
+        let provider = Arc::new(FileProvider::new(path.clone(), shared.clone(), Config::load(&path).unwrap()));
+        std::fs::write(&path, CONF.replace("127.0.0.1:1", "127.0.0.1:2")).unwrap();
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let p = provider.clone();
+        let task = tokio::spawn(async move { p.start(shutdown).await });
+        for _ in 0..250 {
+            if shared.reloads().0 > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(shared.reloads(), (1, 0), "the change was not applied");
+        let _ = stop.send(true);
+        task.await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -4,7 +4,8 @@
 //! request, and an idle keep-alive connection waits for its next request inside that future:
 //! about 37 KiB per idle connection. Here the connection waits in a future of a few hundred bytes
 //! until its next request's first byte arrives (or `idle_timeout` passes, or the stop's linger
-//! ends), and only then goes back to Pingora. HTTP/2 (h2c) connections are Pingora's throughout.
+//! ends), and only then goes back to the fast lane or Pingora. HTTP/2 connections (h2c, or h2
+//! negotiated by ALPN) are Pingora's throughout.
 
 use super::deadline::HeadDeadline;
 use super::lane::{Lane, Next};
@@ -22,8 +23,8 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 pub struct Parked<A> {
     pub app: Arc<A>,
-    /// Serves plain HTTP/1.1 requests without a body before Pingora's path sees them.
-    pub lane: Option<Lane>,
+    /// Serves HTTP/1.1 requests without a body; hands the others to Pingora's path (`app`).
+    pub lane: Lane,
     /// An idle keep-alive connection closes after this.
     pub idle_timeout: Duration,
     /// Set when a stop's linger ends: parked connections close.
@@ -31,7 +32,7 @@ pub struct Parked<A> {
 }
 
 impl<A> Parked<A> {
-    pub fn new(app: Arc<A>, lane: Option<Lane>, idle_timeout: Duration) -> Parked<A> {
+    pub fn new(app: Arc<A>, lane: Lane, idle_timeout: Duration) -> Parked<A> {
         Parked {
             app,
             lane,
@@ -70,6 +71,10 @@ async fn within(idle: Duration, mut stop: watch::Receiver<bool>, wait: impl std:
 impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Parked<A> {
     async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let options = self.app.server_options();
+        // HTTP/2 negotiated over TLS is Pingora's.
+        if stream.selected_alpn_proto() == Some(pingora_core::protocols::ALPN::H2) {
+            return ServerApp::process_new(&self.app, stream, shutdown).await;
+        }
         if options.is_some_and(|o| o.h2c) {
             let mut preface = [0u8; H2_PREFACE.len()];
             // The peeked bytes are put back; a connection that closes before 24 bytes is done.
@@ -80,15 +85,13 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Parked<A> {
         let mut stream = stream;
         let mut settings: Option<pingora_core::apps::HttpPersistentSettings> = None;
         loop {
-            if let Some(lane) = &self.lane {
-                match lane.serve(stream, shutdown).await {
-                    Next::Closed => return None,
-                    Next::Idle(s) => {
-                        stream = next_request(s, self.idle_timeout, self.stop.subscribe()).await?;
-                        continue;
-                    }
-                    Next::Pingora(s) => stream = s,
+            match self.lane.serve(stream, shutdown).await {
+                Next::Closed => return None,
+                Next::Idle(s) => {
+                    stream = next_request(s, self.idle_timeout, self.stop.subscribe()).await?;
+                    continue;
                 }
+                Next::Pingora(s) => stream = s,
             }
             let mut session = ServerSession::new_http1(stream);
             match settings.take() {
