@@ -274,6 +274,14 @@ async fn slowloris_gets_408_on_time() {
     assert!(text.starts_with("HTTP/1.1 408"), "a slow head was not answered 408: {text:?}");
     assert!(t0.elapsed() < Duration::from_secs(9), "the slow client was not closed");
     assert_eq!(app.hits.load(Ordering::SeqCst), 0);
+    // A client that sends nothing at all is answered on time too (its timer starts when the
+    // first read has to wait).
+    let mut silent = tokio::net::TcpStream::connect(l.addr("web")).await.unwrap();
+    let t0 = tokio::time::Instant::now();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut got)).await;
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 408"), "{got:?}");
+    assert!(t0.elapsed() < Duration::from_secs(4), "a silent client was not closed on time");
     // A prompt client is unaffected, and a kept-alive connection is not timed out by it.
     let mut s = tokio::net::TcpStream::connect(l.addr("web")).await.unwrap();
     for _ in 0..2 {
@@ -287,7 +295,7 @@ async fn slowloris_gets_408_on_time() {
     }
     let text = l.metrics().await;
     assert!(
-        text.contains("lariat_bad_requests_total{entrypoint=\"web\",reason=\"timeout\"} 1"),
+        text.contains("lariat_bad_requests_total{entrypoint=\"web\",reason=\"timeout\"} 2"),
         "{text}"
     );
 }

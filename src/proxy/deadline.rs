@@ -18,14 +18,18 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 const TIMEOUT_RESPONSE: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: 16\r\nConnection: close\r\n\r\nrequest timeout\n";
 
 pub struct HeadDeadline {
     inner: Stream,
-    /// Armed until the first "\r\n\r\n" is read.
+    /// Until the first "\r\n\r\n" is read: when the head must have arrived by.
+    deadline: Option<Instant>,
+    /// The timer for `deadline`, made only once a read has to wait: most connections bring
+    /// their head with them, and a timer per connection (allocated, registered, and waking the
+    /// runtime's driver when it is the earliest) was a measurable part of a short connection.
     sleep: Option<Pin<Box<Sleep>>>,
     /// The last bytes read, to find "\r\n\r\n" across reads.
     tail: Vec<u8>,
@@ -44,7 +48,8 @@ impl HeadDeadline {
     pub fn wrap(inner: Stream, timeout: Duration, counters: Arc<EntrypointCounters>) -> Stream {
         Box::new(HeadDeadline {
             inner,
-            sleep: Some(Box::pin(tokio::time::sleep(timeout))),
+            deadline: Some(Instant::now() + timeout),
+            sleep: None,
             tail: Vec::with_capacity(8),
             counters,
             ahead: Vec::new(),
@@ -88,26 +93,42 @@ impl AsyncRead for HeadDeadline {
             }
             return Poll::Ready(Ok(()));
         }
-        if let Some(sleep) = self.sleep.as_mut() {
-            if sleep.as_mut().poll(cx).is_ready() {
-                self.sleep = None;
-                self.counters.bad_timeout.fetch_add(1, Ordering::Relaxed);
-                // Best effort: the 408 goes out if the socket takes it now; the connection closes either way.
-                let _ = Pin::new(&mut self.inner).poll_write(cx, TIMEOUT_RESPONSE);
-                let _ = Pin::new(&mut self.inner).poll_flush(cx);
-                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "client_header_timeout")));
-            }
+        if self.sleep.as_mut().is_some_and(|s| s.as_mut().poll(cx).is_ready()) {
+            return Poll::Ready(Err(self.timed_out(cx)));
         }
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if self.sleep.is_some() {
-            if let Poll::Ready(Ok(())) = &r {
-                if self.saw_end_of_head(&buf.filled()[before..]) {
-                    self.sleep = None;
-                }
+        let Some(deadline) = self.deadline else {
+            return r;
+        };
+        match &r {
+            Poll::Ready(Ok(())) if self.saw_end_of_head(&buf.filled()[before..]) => {
+                self.deadline = None;
+                self.sleep = None;
             }
+            Poll::Pending if self.sleep.is_none() => {
+                let mut sleep = Box::pin(tokio::time::sleep_until(deadline));
+                if sleep.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(self.timed_out(cx)));
+                }
+                self.sleep = Some(sleep);
+            }
+            _ => {}
         }
         r
+    }
+}
+
+impl HeadDeadline {
+    /// The head did not arrive in time: count it, send 408 if the socket takes it now, and end.
+    fn timed_out(&mut self, cx: &mut Context<'_>) -> io::Error {
+        self.deadline = None;
+        self.sleep = None;
+        self.counters.bad_timeout.fetch_add(1, Ordering::Relaxed);
+        // Best effort: the 408 goes out if the socket takes it now; the connection closes either way.
+        let _ = Pin::new(&mut self.inner).poll_write(cx, TIMEOUT_RESPONSE);
+        let _ = Pin::new(&mut self.inner).poll_flush(cx);
+        io::Error::new(io::ErrorKind::TimedOut, "client_header_timeout")
     }
 }
 
@@ -181,6 +202,12 @@ impl GetSocketDigest for HeadDeadline {
 #[async_trait]
 impl Peek for HeadDeadline {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        // Bytes put back come first (the fast lane reads an h2c preface rather than peeking it).
+        if !self.ahead.is_empty() {
+            let n = self.ahead.len().min(buf.len());
+            buf[..n].copy_from_slice(&self.ahead[..n]);
+            return Ok(n == buf.len());
+        }
         self.inner.try_peek(buf).await
     }
 }

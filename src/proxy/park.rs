@@ -18,9 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// The HTTP/2 connection preface, for h2c with prior knowledge.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
 pub struct Parked<A> {
     pub app: Arc<A>,
     /// Serves HTTP/1.1 requests without a body; hands the others to Pingora's path (`app`).
@@ -69,24 +66,24 @@ async fn within(idle: Duration, mut stop: watch::Receiver<bool>, wait: impl std:
 
 #[async_trait]
 impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Parked<A> {
-    async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let options = self.app.server_options();
         // HTTP/2 negotiated over TLS is Pingora's.
         if stream.selected_alpn_proto() == Some(pingora_core::protocols::ALPN::H2) {
             return ServerApp::process_new(&self.app, stream, shutdown).await;
         }
-        if options.is_some_and(|o| o.h2c) {
-            let mut preface = [0u8; H2_PREFACE.len()];
-            // The peeked bytes are put back; a connection that closes before 24 bytes is done.
-            if stream.try_peek(&mut preface).await.ok()? && preface == H2_PREFACE {
-                return ServerApp::process_new(&self.app, stream, shutdown).await;
-            }
-        }
+        let h2c = options.is_some_and(|o| o.h2c);
         let mut stream = stream;
         let mut settings: Option<pingora_core::apps::HttpPersistentSettings> = None;
+        let mut first = true;
         loop {
-            match self.lane.serve(stream, shutdown).await {
+            // Only a connection's first bytes may be the h2c preface (prior knowledge).
+            let next = self.lane.serve(stream, shutdown, h2c && first).await;
+            first = false;
+            match next {
                 Next::Closed => return None,
+                // Pingora peeks the preface again (served from the bytes put back) and speaks h2.
+                Next::H2c(s) => return ServerApp::process_new(&self.app, s, shutdown).await,
                 Next::Idle(s) => {
                     stream = next_request(s, self.idle_timeout, self.stop.subscribe()).await?;
                     continue;

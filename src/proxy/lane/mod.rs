@@ -41,7 +41,13 @@ pub enum Next {
     Idle(Stream),
     /// Pingora's path serves the next request (its bytes are put back to be read again).
     Pingora(Stream),
+    /// The connection opened with the HTTP/2 preface (h2c with prior knowledge): Pingora's h2
+    /// server takes it, the preface put back.
+    H2c(Stream),
 }
+
+/// The HTTP/2 connection preface.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 pub struct Lane {
     proxy: HttpProxy,
@@ -236,12 +242,12 @@ async fn relay(
     }
 }
 
-/// Put the bytes read back in front of the stream for Pingora's parser.
-fn refer(stream: Stream, buf: Vec<u8>) -> Next {
+/// Put the bytes read back in front of the stream for Pingora to read (or peek) again.
+fn refer(stream: Stream, buf: Vec<u8>, to: fn(Stream) -> Next) -> Next {
     match stream.into_any().downcast::<HeadDeadline>() {
         Ok(mut s) => {
             s.unread(buf);
-            Next::Pingora(s)
+            to(s)
         }
         Err(_) => Next::Closed,
     }
@@ -271,8 +277,9 @@ impl Lane {
         Lane { proxy }
     }
 
-    /// Serve the connection's requests while they are the lane's to serve.
-    pub async fn serve(&self, mut client: Stream, shutdown: &ShutdownWatch) -> Next {
+    /// Serve the connection's requests while they are the lane's to serve. `h2c`: the
+    /// connection may open with the HTTP/2 preface (its first request, on an h2c entrypoint).
+    pub async fn serve(&self, mut client: Stream, shutdown: &ShutdownWatch, h2c: bool) -> Next {
         if !client.as_any().is::<HeadDeadline>() {
             return Next::Pingora(client);
         }
@@ -285,11 +292,28 @@ impl Lane {
             buf: Vec::with_capacity(2048),
             ..Default::default()
         };
+        let mut maybe_h2 = h2c;
         loop {
             let req = loop {
-                match request::parse(&b.buf, self.proxy.max_header_bytes, client_text.as_deref(), proto, &mut b.up) {
+                // Read by the lane, not peeked: a peek would cost a read of its own.
+                if maybe_h2 {
+                    let n = b.buf.len().min(H2_PREFACE.len());
+                    if b.buf[..n] != H2_PREFACE[..n] {
+                        maybe_h2 = false;
+                        continue;
+                    }
+                    if n == H2_PREFACE.len() {
+                        return refer(client, b.buf, Next::H2c);
+                    }
+                }
+                let parsed = if maybe_h2 {
+                    request::Parsed::Partial
+                } else {
+                    request::parse(&b.buf, self.proxy.max_header_bytes, client_text.as_deref(), proto, &mut b.up)
+                };
+                match parsed {
                     request::Parsed::Complete(r) => break r,
-                    request::Parsed::Refer => return refer(client, b.buf),
+                    request::Parsed::Refer => return refer(client, b.buf, Next::Pingora),
                     request::Parsed::Partial => {
                         if b.buf.capacity() - b.buf.len() < 1024 {
                             b.buf.reserve(b.buf.len().max(2048));
@@ -305,12 +329,13 @@ impl Lane {
             let mut ctx = self.proxy.new_ctx();
             ctx.client_ip = client_ip;
             let Some(close) = self.one(&mut ctx, &mut client, &req, &mut b, client_ip, close).await else {
-                return refer(client, b.buf);
+                return refer(client, b.buf, Next::Pingora);
             };
             if close {
                 let _ = client.shutdown().await;
                 return Next::Closed;
             }
+            maybe_h2 = false;
             b.buf.drain(..req.len);
             if b.buf.is_empty() {
                 return Next::Idle(client);
