@@ -8,7 +8,7 @@ use common::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 const CONF: &str = r#"
@@ -63,26 +63,10 @@ async fn backend(keep: Keep) -> Backend {
             tokio::spawn(async move {
                 let mut conn = BufReader::new(conn);
                 for n in 0..1000 {
-                    let mut head = String::new();
-                    loop {
-                        let mut line = String::new();
-                        if conn.read_line(&mut line).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        head.push_str(&line);
-                        if line == "\r\n" {
-                            break;
-                        }
-                    }
-                    let len = head
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse::<usize>().unwrap())
-                        })
-                        .unwrap_or(0);
-                    let mut body = vec![0u8; len];
+                    let Some(mut head) = read_head(&mut conn).await else {
+                        return;
+                    };
+                    let mut body = vec![0u8; content_length(&head)];
                     conn.read_exact(&mut body).await.unwrap();
                     head.push_str(&String::from_utf8_lossy(&body));
                     seen.lock().unwrap().push(head.clone());
@@ -107,30 +91,43 @@ async fn backend(keep: Keep) -> Backend {
     Backend { addr, accepted, seen }
 }
 
-/// Read one response from a kept-alive connection: its head and its Content-Length body.
-async fn response<S: AsyncRead + AsyncWrite + Unpin>(r: &mut BufReader<S>) -> (String, String) {
+/// A message head (through its blank line); None if the connection closed first.
+async fn read_head<R: AsyncBufRead + Unpin>(r: &mut R) -> Option<String> {
     let mut head = String::new();
     loop {
         let mut line = String::new();
-        let n = tokio::time::timeout(Duration::from_secs(5), r.read_line(&mut line))
-            .await
-            .expect("no response")
-            .unwrap();
-        assert!(n > 0, "connection closed after {head:?}");
+        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+            return None;
+        }
         head.push_str(&line);
         if line == "\r\n" {
-            break;
+            return Some(head);
         }
     }
-    let len = head
-        .lines()
+}
+
+fn content_length(head: &str) -> usize {
+    head.lines()
         .find_map(|l| {
             l.to_ascii_lowercase()
                 .strip_prefix("content-length:")
-                .map(|v| v.trim().parse::<usize>().unwrap())
+                .map(|v| v.trim().parse().unwrap())
         })
-        .unwrap_or(0);
-    let mut body = vec![0u8; if head.starts_with("HTTP/1.1 103") { 0 } else { len }];
+        .unwrap_or(0)
+}
+
+/// Read one response from a kept-alive connection: its head and its Content-Length body.
+async fn response<S: AsyncRead + AsyncWrite + Unpin>(r: &mut BufReader<S>) -> (String, String) {
+    let head = tokio::time::timeout(Duration::from_secs(5), read_head(r))
+        .await
+        .expect("no response")
+        .expect("connection closed before a response");
+    let len = if head.starts_with("HTTP/1.1 103") {
+        0
+    } else {
+        content_length(&head)
+    };
+    let mut body = vec![0u8; len];
     r.read_exact(&mut body).await.unwrap();
     (head, String::from_utf8(body).unwrap())
 }
