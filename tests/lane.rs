@@ -347,3 +347,42 @@ async fn https_http1_requests_take_the_lane() {
     let last = b.seen.lock().unwrap().last().unwrap().to_ascii_lowercase();
     assert!(last.contains("x-forwarded-proto: https\r\n"), "{last}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_response_sends_an_idempotent_request_elsewhere() {
+    let good = backend(Keep::All).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bad = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!")
+                    .await;
+            });
+        }
+    });
+    let conf = CONF.replace("backends = [\"{b:app}\"]", "backends = [\"{b:app}\", \"{b:bad}\"]");
+    let l = Lariat::new(&[("b:app", good.addr.to_string()), ("b:bad", bad.to_string())])
+        .start(&conf)
+        .await;
+    let mut c = connect(&l).await;
+    for i in 0..6 {
+        let (head, body) = get(&mut c, "/len").await;
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "request {i}: {head}");
+        assert_eq!(body, "hello");
+    }
+    let snap = l.running().shared.registry.snapshot();
+    let bad_member = snap
+        .services
+        .values()
+        .flat_map(|s| s.members.iter())
+        .find(|m| m.addr == bad)
+        .unwrap();
+    assert!(
+        bad_member.failures.load(Ordering::Relaxed) >= 1,
+        "the invalid response was not counted"
+    );
+}

@@ -469,9 +469,10 @@ impl Lane {
                 Err(f) => {
                     log::debug!("{}: backend {}: {}", self.proxy.entrypoint, member.addr, f.why());
                     ctx.record(Attempt::Failed);
-                    // Any request may go elsewhere after a failed connect; after that, only one
-                    // that may be sent twice.
-                    if (f.before_connect() || idempotent) && !matches!(f, Failure::Invalid(_)) && ctx.retries_left() {
+                    // Any request may go elsewhere after a failed connect; after that (a reset, a
+                    // timeout, an invalid response: nothing reached the client yet), only one
+                    // that may be sent twice, as on Pingora's path.
+                    if (f.before_connect() || idempotent) && ctx.retries_left() {
                         continue;
                     }
                     let status = f.status();
