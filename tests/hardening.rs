@@ -7,22 +7,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const CONF: &str = r#"
-[server]
-threads = 1
-grace_period = "0s"
-access_log = false
-[admin]
-listen = "{admin}"
-[entrypoints.web]
-listen = "{web}"
-kind = "http"
-[[routes]]
-service = "app"
-[services.app]
-backends = ["{b:app}"]
-retries = 0
-"#;
+fn base_conf() -> String {
+    one_service_conf(false, 0)
+}
 
 /// Send raw bytes; the whole answer (the connection must close within 5 s).
 async fn exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
@@ -86,7 +73,7 @@ const SMUGGLING: &[(&str, &[u8])] = &[
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smuggling_table() {
     let app = http_backend("app").await;
-    let l = Lariat::new(&[("b:app", app.addr.to_string())]).start(CONF).await;
+    let l = Lariat::new(&[("b:app", app.addr.to_string())]).start(&base_conf()).await;
     let mut failures = Vec::new();
     for (name, raw) in SMUGGLING {
         let before = app.hits.load(Ordering::SeqCst);
@@ -157,7 +144,7 @@ async fn hostile_backends_get_502() {
         ("garbage", b"\x00\x01\x02 not http at all\r\n\r\n"),
     ] {
         let addr = raw_backend(answer).await;
-        let l = Lariat::new(&[("b:app", addr.to_string())]).start(CONF).await;
+        let l = Lariat::new(&[("b:app", addr.to_string())]).start(&base_conf()).await;
         let got = exchange(l.addr("web"), b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
         assert!(got.starts_with("HTTP/1.1 502"), "{name}: {got:?}");
     }
@@ -170,7 +157,7 @@ async fn hostile_backends_get_502() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_content_length_with_transfer_encoding_is_reframed() {
     let addr = raw_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n").await;
-    let l = Lariat::new(&[("b:app", addr.to_string())]).start(CONF).await;
+    let l = Lariat::new(&[("b:app", addr.to_string())]).start(&base_conf()).await;
     let got = exchange(l.addr("web"), b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
     let head = got.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
     assert!(
@@ -182,7 +169,7 @@ async fn backend_content_length_with_transfer_encoding_is_reframed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_headers_bodies_connections_idle() {
     let app = http_backend("app").await;
-    let conf = CONF
+    let conf = base_conf()
         .replace(
             "access_log = false",
             "access_log = false\nmax_header_bytes = 2048\nmax_body_bytes = 1000\nidle_timeout = \"1s\"",
@@ -247,7 +234,7 @@ async fn limits_headers_bodies_connections_idle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_gets_408_on_time() {
     let app = http_backend("app").await;
-    let conf = CONF.replace("access_log = false", "access_log = false\nclient_header_timeout = \"1s\"");
+    let conf = base_conf().replace("access_log = false", "access_log = false\nclient_header_timeout = \"1s\"");
     let l = Lariat::new(&[("b:app", app.addr.to_string())]).start(&conf).await;
     let mut s = tokio::net::TcpStream::connect(l.addr("web")).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").await.unwrap();
@@ -377,7 +364,7 @@ async fn misbehaving_backend(how: Misbehaviour) -> (std::net::SocketAddr, std::s
 /// lariat closes its backend connection (none leaks) and its client connection count returns to 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_backends_end_cleanly() {
-    let conf = CONF.replace("retries = 0", "retries = 0\nread_timeout = \"1s\"");
+    let conf = base_conf().replace("retries = 0", "retries = 0\nread_timeout = \"1s\"");
     for how in [
         Misbehaviour::HugeHead,
         Misbehaviour::ResetMidBody,
@@ -473,7 +460,7 @@ async fn unanswered_syns() -> (std::net::SocketAddr, Vec<tokio::net::TcpStream>,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_timeout_is_504_or_a_retry() {
     let (silent, _fillers, _listener) = unanswered_syns().await;
-    let conf = CONF.replace("retries = 0", "retries = 0\nconnect_timeout = \"300ms\"");
+    let conf = base_conf().replace("retries = 0", "retries = 0\nconnect_timeout = \"300ms\"");
     let l = Lariat::new(&[("b:app", silent.to_string())]).start(&conf).await;
     let t0 = tokio::time::Instant::now();
     let got = exchange(l.addr("web"), b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
@@ -481,7 +468,7 @@ async fn connect_timeout_is_504_or_a_retry() {
     assert!(t0.elapsed() < Duration::from_secs(3), "took {:?}", t0.elapsed());
     // With a healthy second backend and a retry, the client never sees the timeout.
     let app = http_backend("app").await;
-    let conf = CONF
+    let conf = base_conf()
         .replace("retries = 0", "retries = 1\nconnect_timeout = \"300ms\"\nbalance = \"round_robin\"")
         .replace("backends = [\"{b:app}\"]", "backends = [\"{b:silent}\", \"{b:app}\"]");
     let l = Lariat::new(&[("b:app", app.addr.to_string()), ("b:silent", silent.to_string())])

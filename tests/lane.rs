@@ -11,22 +11,9 @@ use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-const CONF: &str = r#"
-[server]
-threads = 1
-grace_period = "0s"
-access_log = true
-[admin]
-listen = "{admin}"
-[entrypoints.web]
-listen = "{web}"
-kind = "http"
-[[routes]]
-service = "app"
-[services.app]
-backends = ["{b:app}"]
-retries = 1
-"#;
+fn base_conf() -> String {
+    one_service_conf(true, 1)
+}
 
 /// How the scripted backend treats its connections.
 #[derive(Clone, Copy, PartialEq)]
@@ -151,7 +138,7 @@ fn failures(l: &Lariat) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_connections_are_kept_and_hop_by_hop_headers_dropped() {
     let b = backend(Keep::All).await;
-    let l = Lariat::new(&[("b:app", b.addr.to_string())]).start(CONF).await;
+    let l = Lariat::new(&[("b:app", b.addr.to_string())]).start(&base_conf()).await;
     let mut c = connect(&l).await;
     for _ in 0..20 {
         let (head, body) = get(&mut c, "/len").await;
@@ -195,7 +182,7 @@ async fn backend_connections_are_kept_and_hop_by_hop_headers_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_body_framing_and_interim_responses() {
     let b = backend(Keep::All).await;
-    let l = Lariat::new(&[("b:app", b.addr.to_string())]).start(CONF).await;
+    let l = Lariat::new(&[("b:app", b.addr.to_string())]).start(&base_conf()).await;
     let mut c = connect(&l).await;
 
     // Chunked, with an extension and a trailer, passed through as is; the connection goes on.
@@ -250,7 +237,7 @@ async fn every_body_framing_and_interim_responses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_cross_between_the_lane_and_pingora() {
     let b = backend(Keep::All).await;
-    let l = Lariat::new(&[("b:app", b.addr.to_string())]).start(CONF).await;
+    let l = Lariat::new(&[("b:app", b.addr.to_string())]).start(&base_conf()).await;
     let mut c = connect(&l).await;
     // A GET (the lane), a POST with a body (Pingora's path), a GET again (the lane), in one write.
     c.get_mut()
@@ -301,7 +288,7 @@ async fn pipelined_requests_cross_between_the_lane_and_pingora() {
 async fn a_kept_connection_the_backend_closed_is_replaced() {
     for keep in [Keep::CloseAfterResponse, Keep::DropSecondRequest] {
         let b = backend(keep).await;
-        let l = Lariat::new(&[("b:app", b.addr.to_string())]).start(CONF).await;
+        let l = Lariat::new(&[("b:app", b.addr.to_string())]).start(&base_conf()).await;
         let mut c = connect(&l).await;
         for i in 0..10 {
             let (head, body) = get(&mut c, "/len").await;
@@ -324,7 +311,8 @@ async fn https_http1_requests_take_the_lane() {
     let mut l = Lariat::new(&[("b:app", b.addr.to_string())]);
     let dir = l.path.parent().unwrap().to_path_buf();
     let (cert, key) = common::certs::issue(&ca, &dir, "site", &["site.test"]);
-    let conf = CONF.replace("kind = \"http\"", "kind = \"https\"") + &format!("[[tls.certificates]]\ncert = \"{cert}\"\nkey = \"{key}\"\n");
+    let conf =
+        base_conf().replace("kind = \"http\"", "kind = \"https\"") + &format!("[[tls.certificates]]\ncert = \"{cert}\"\nkey = \"{key}\"\n");
     l = l.start(&conf).await;
     let tcp = TcpStream::connect(l.addr("web")).await.unwrap();
     let name = tokio_rustls::rustls::pki_types::ServerName::try_from("site.test").unwrap();
@@ -364,7 +352,7 @@ async fn an_invalid_response_sends_an_idempotent_request_elsewhere() {
             });
         }
     });
-    let conf = CONF.replace("backends = [\"{b:app}\"]", "backends = [\"{b:app}\", \"{b:bad}\"]");
+    let conf = base_conf().replace("backends = [\"{b:app}\"]", "backends = [\"{b:app}\", \"{b:bad}\"]");
     let l = Lariat::new(&[("b:app", good.addr.to_string()), ("b:bad", bad.to_string())])
         .start(&conf)
         .await;

@@ -288,6 +288,29 @@ pub async fn tcp_echo() -> TcpEcho {
     TcpEcho { addr, connections, task }
 }
 
+/// The config most tests start from: the admin listener, one http entrypoint `web`, every
+/// request routed to service `app` at `{b:app}` with `retries`. Tests add keys by replacing lines.
+pub fn one_service_conf(access_log: bool, retries: u32) -> String {
+    format!(
+        r#"
+[server]
+threads = 1
+grace_period = "0s"
+access_log = {access_log}
+[admin]
+listen = "{{admin}}"
+[entrypoints.web]
+listen = "{{web}}"
+kind = "http"
+[[routes]]
+service = "app"
+[services.app]
+backends = ["{{b:app}}"]
+retries = {retries}
+"#
+    )
+}
+
 static INSTANCE: AtomicUsize = AtomicUsize::new(0);
 
 /// A lariat running in this process on a config written from a template. In the template,
