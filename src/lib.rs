@@ -1,5 +1,6 @@
 //! lariat: a Layer 4/7 load balancer for Rancher and Kubernetes hosts, built on Pingora.
 
+pub mod accept;
 pub mod admin;
 pub mod config;
 pub mod desired;

@@ -235,33 +235,25 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
                             idle_timeout: config.server.idle_timeout,
                         }),
                     };
-                    let mut svc = Service::new(
-                        format!("entrypoint {}", ep.name),
-                        Graceful {
-                            inner: Arc::new(front),
-                            linger,
-                            counters,
-                            proxy_protocol,
-                            max_connections: ep.max_connections,
-                            head_timeout: None,
-                        },
-                    );
-                    listen(&mut svc, &addr);
-                    server.add_service(svc);
+                    let app = Graceful {
+                        inner: Arc::new(front),
+                        linger,
+                        counters,
+                        proxy_protocol,
+                        max_connections: ep.max_connections,
+                        head_timeout: None,
+                    };
+                    server.add_service(crate::accept::Entrypoint::new(format!("entrypoint {}", ep.name), ep.listen, app));
                 } else {
-                    let mut svc = Service::new(
-                        format!("entrypoint {}", ep.name),
-                        Graceful {
-                            inner: Arc::new(crate::proxy::park::Parked::new(Arc::new(proxy), lane, config.server.idle_timeout)),
-                            linger,
-                            counters,
-                            proxy_protocol,
-                            max_connections: ep.max_connections,
-                            head_timeout: Some(config.server.client_header_timeout),
-                        },
-                    );
-                    listen(&mut svc, &addr);
-                    server.add_service(svc);
+                    let app = Graceful {
+                        inner: Arc::new(crate::proxy::park::Parked::new(Arc::new(proxy), lane, config.server.idle_timeout)),
+                        linger,
+                        counters,
+                        proxy_protocol,
+                        max_connections: ep.max_connections,
+                        head_timeout: Some(config.server.client_header_timeout),
+                    };
+                    server.add_service(crate::accept::Entrypoint::new(format!("entrypoint {}", ep.name), ep.listen, app));
                 }
             }
             EntrypointKind::Tcp => {

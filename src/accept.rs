@@ -1,0 +1,129 @@
+//! The accept loop of an http or https entrypoint, in place of Pingora's listening service.
+//!
+//! Pingora spawns one task per accepted connection whose future holds a TLS handshake's state
+//! inline (whether the listener has TLS or not) and a 60 s handshake timer, for the connection's
+//! whole life: about 13 KiB per idle keep-alive connection, and a large future moved into every
+//! new task. Here a connection's task holds only what lariat's own layers need (`Graceful`, the
+//! TLS front or the parked wait and the fast lane). Listening sockets come from, and are
+//! recorded in, Pingora's table of listening descriptors, so `lariat --upgrade` hands them to the
+//! next process exactly as it does for Pingora's own listeners.
+
+use async_trait::async_trait;
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use pingora_core::protocols::GetSocketDigest;
+use pingora_core::protocols::SocketDigest;
+use pingora_core::server::{ListenFds, ShutdownWatch};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Pending connections the kernel queues for a listener (as Pingora's listeners do).
+const BACKLOG: i32 = 65535;
+
+pub struct Entrypoint<A> {
+    name: String,
+    addr: SocketAddr,
+    app: Option<Arc<A>>,
+}
+
+impl<A> Entrypoint<A> {
+    pub fn new(name: String, addr: SocketAddr, app: A) -> Entrypoint<A> {
+        Entrypoint {
+            name,
+            addr,
+            app: Some(Arc::new(app)),
+        }
+    }
+}
+
+/// The listening socket for `addr`: the one a previous lariat handed over (`--upgrade`), else a
+/// new one, recorded so that the next upgrade can hand it on.
+fn listener(addr: SocketAddr, fds: Option<&ListenFds>) -> std::io::Result<std::net::TcpListener> {
+    let key = addr.to_string();
+    if let Some(fds) = fds {
+        if let Some(fd) = fds.lock().get(&key).copied() {
+            // SAFETY: the descriptor came from the previous process for this address and is
+            // owned by nothing else in this one.
+            let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+            let socket = socket2::SockRef::from(&listener);
+            socket.listen(BACKLOG)?;
+            socket.set_nonblocking(true)?;
+            return Ok(listener);
+        }
+    }
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    let listener: std::net::TcpListener = socket.into();
+    if let Some(fds) = fds {
+        fds.lock().add(key, listener.as_raw_fd());
+    }
+    Ok(listener)
+}
+
+/// One accepted connection as Pingora's layers expect it: an L4 stream with TCP_NODELAY and
+/// the peer address already in its digest (no `getpeername` later).
+fn stream(tcp: tokio::net::TcpStream, peer: SocketAddr) -> L4Stream {
+    let mut s: L4Stream = tcp.into();
+    let digest = SocketDigest::from_raw_fd(s.as_raw_fd());
+    let _ = digest.peer_addr.set(Some(peer.into()));
+    s.set_socket_digest(digest);
+    let _ = s.set_nodelay();
+    s
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> pingora_core::services::Service for Entrypoint<A> {
+    async fn start_service(&mut self, fds: Option<ListenFds>, mut shutdown: ShutdownWatch, _listeners_per_fd: usize) {
+        let Some(app) = self.app.take() else { return };
+        let listener = match listener(self.addr, fds.as_ref()).and_then(tokio::net::TcpListener::from_std) {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("{}: cannot listen on {}: {e}", self.name, self.addr);
+                return;
+            }
+        };
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            match accepted {
+                Ok((tcp, peer)) => {
+                    let (app, shutdown) = (app.clone(), shutdown.clone());
+                    tokio::spawn(async move {
+                        let mut next = app.process_new(Box::new(stream(tcp, peer)), &shutdown).await;
+                        while let Some(s) = next {
+                            next = app.process_new(s, &shutdown).await;
+                        }
+                    });
+                }
+                Err(e) => {
+                    log::error!("{}: accept failed: {e}", self.name);
+                    // Out of descriptors: accept would fail again at once; let some close.
+                    if e.raw_os_error() == Some(24) {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }
+        drop(listener);
+        app.cleanup().await;
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
