@@ -127,3 +127,35 @@ impl<A: ServerApp + Send + Sync + 'static> pingora_core::services::Service for E
         &self.name
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new listener is recorded in the descriptor table under its address; with the address
+    /// already in the table (a previous process's socket, as `--upgrade` passes it), that socket
+    /// is used instead of binding a new one.
+    #[test]
+    fn listeners_are_recorded_and_inherited() {
+        let fds: ListenFds = Arc::new(pingora_core::server::Fds::new().into());
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let first = listener(free, Some(&fds)).unwrap();
+        assert_eq!(fds.lock().get(&free.to_string()).copied(), Some(first.as_raw_fd()));
+        // The "next process": its own descriptor for the same socket, as SCM_RIGHTS would give.
+        let handed = fds.lock().get(&free.to_string()).map(|fd| unsafe { dup(*fd) }).unwrap();
+        let next: ListenFds = Arc::new(pingora_core::server::Fds::new().into());
+        next.lock().add(free.to_string(), handed);
+        let second = listener(free, Some(&next)).unwrap();
+        assert_eq!(second.as_raw_fd(), handed);
+        // Both are the one listening socket: a client connecting is accepted by either.
+        let _client = std::net::TcpStream::connect(free).unwrap();
+        second.set_nonblocking(false).unwrap();
+        assert!(second.accept().is_ok());
+        drop(first);
+    }
+
+    unsafe fn dup(fd: i32) -> i32 {
+        let owned = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned().unwrap();
+        std::os::fd::IntoRawFd::into_raw_fd(owned)
+    }
+}
