@@ -3,6 +3,9 @@
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
+/// The content type of lariat's own text answers.
+const TEXT: &str = "text/plain; charset=utf-8";
+
 /// Whether the connection closes after lariat's own answer with this status: after an error,
 /// except a 404 or 503 (the client did nothing wrong and may go on using the connection).
 pub fn closes(status: u16) -> bool {
@@ -31,6 +34,11 @@ pub fn raw_text(status: u16, body: &str, content_type: &str, close: bool) -> Vec
     out.into_bytes()
 }
 
+/// lariat's own answer for `status` (its text from [`body_for`]) as bytes, as [`text`] writes it.
+pub fn raw_status(status: u16, close: bool) -> Vec<u8> {
+    raw_text(status, body_for(status), TEXT, close)
+}
+
 /// A 308 to `location` as bytes, as [`redirect`] writes it.
 pub fn raw_redirect(location: &str, close: bool) -> Vec<u8> {
     let close = if close { "connection: close\r\n" } else { "" };
@@ -40,7 +48,7 @@ pub fn raw_redirect(location: &str, close: bool) -> Vec<u8> {
 /// Write a complete text response. A 503 carries `Retry-After`.
 pub async fn text(session: &mut Session, status: u16, body: &'static str) -> pingora_core::Result<()> {
     let mut resp = ResponseHeader::build(status, Some(4))?;
-    resp.insert_header("content-type", "text/plain; charset=utf-8")?;
+    resp.insert_header("content-type", TEXT)?;
     resp.insert_header("content-length", body.len().to_string())?;
     if status == 503 {
         resp.insert_header("retry-after", "1")?;

@@ -18,7 +18,7 @@ mod response;
 use super::deadline::HeadDeadline;
 use super::http::{hash_key, Ctx, Current, Decision, Done, HttpProxy};
 use super::respond;
-use crate::desired::Balance;
+use crate::desired::{Balance, ServiceSpec};
 use crate::upstream::{Attempt, Member};
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
@@ -26,7 +26,7 @@ use pingora_proxy::ProxyHttp;
 use request::Request;
 use response::{Framing, Response};
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -264,6 +264,12 @@ struct Asked<'a> {
 struct Buffers {
     /// From the client.
     buf: Vec<u8>,
+    backend: Exchange,
+}
+
+/// The buffers of an exchange with a backend.
+#[derive(Default)]
+struct Exchange {
     /// The request head for the backend.
     up: Vec<u8>,
     /// From the backend.
@@ -309,7 +315,13 @@ impl Lane {
                 let parsed = if maybe_h2 {
                     request::Parsed::Partial
                 } else {
-                    request::parse(&b.buf, self.proxy.max_header_bytes, client_text.as_deref(), proto, &mut b.up)
+                    request::parse(
+                        &b.buf,
+                        self.proxy.max_header_bytes,
+                        client_text.as_deref(),
+                        proto,
+                        &mut b.backend.up,
+                    )
                 };
                 match parsed {
                     request::Parsed::Complete(r) => break r,
@@ -328,7 +340,7 @@ impl Lane {
             let close = req.close || *shutdown.borrow();
             let mut ctx = self.proxy.new_ctx();
             ctx.client_ip = client_ip;
-            let Some(close) = self.one(&mut ctx, &mut client, &req, &mut b, client_ip, close).await else {
+            let Some(close) = self.one(&mut ctx, &mut client, &req, &mut b, close).await else {
                 return refer(client, b.buf, Next::Pingora);
             };
             if close {
@@ -345,15 +357,7 @@ impl Lane {
 
     /// Answer one request; true: the connection closes after it. None: a backend over TLS
     /// serves it, which is Pingora's path.
-    async fn one(
-        &self,
-        ctx: &mut Ctx,
-        client: &mut Stream,
-        req: &Request,
-        b: &mut Buffers,
-        client_ip: Option<IpAddr>,
-        close: bool,
-    ) -> Option<bool> {
+    async fn one(&self, ctx: &mut Ctx, client: &mut Stream, req: &Request, b: &mut Buffers, close: bool) -> Option<bool> {
         let buf = &b.buf;
         let method = req.str(buf, &req.method);
         let decision = match self
@@ -365,11 +369,8 @@ impl Lane {
             Err(answer) => answer,
         };
         let (answer, status) = match decision {
-            Decision::Proxy => return Some(self.proxy_request(ctx, client, req, b, client_ip, close).await),
-            Decision::Status(code) => (
-                respond::raw_text(code, respond::body_for(code), "text/plain; charset=utf-8", close),
-                code,
-            ),
+            Decision::Proxy => return Some(self.proxy_request(ctx, client, req, b, close).await),
+            Decision::Status(code) => (respond::raw_status(code, close), code),
             Decision::Redirect(location) => (respond::raw_redirect(&location, close), 308),
             Decision::Acme(answer) => (respond::raw_text(200, &answer, "text/plain", close), 200),
         };
@@ -417,15 +418,7 @@ impl Lane {
     }
 
     /// Proxy a routed request to a backend of `ctx.service`, retrying as Pingora's path does.
-    async fn proxy_request(
-        &self,
-        ctx: &mut Ctx,
-        client: &mut Stream,
-        req: &Request,
-        b: &mut Buffers,
-        client_ip: Option<IpAddr>,
-        close: bool,
-    ) -> bool {
+    async fn proxy_request(&self, ctx: &mut Ctx, client: &mut Stream, req: &Request, b: &mut Buffers, close: bool) -> bool {
         let Some(service) = ctx.service.clone() else {
             return true;
         };
@@ -435,7 +428,7 @@ impl Lane {
         if let Balance::ConsistentHash(key) = &service.spec.balance {
             let headers = request::headers_of(buf, req.len);
             let pairs = headers.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
-            ctx.hash_key = hash_key(key, req.str(buf, &req.path), client_ip, pairs);
+            ctx.hash_key = hash_key(key, req.str(buf, &req.path), ctx.client_ip, pairs);
         }
         let idempotent = req.idempotent(buf);
         let (member, mut conn, resp) = loop {
@@ -443,28 +436,14 @@ impl Lane {
                 service.stats.retries.fetch_add(1, Ordering::Relaxed);
             }
             let Some(pick) = service.pick(&ctx.hash_key, &ctx.tried, Instant::now()) else {
-                let answer = respond::raw_text(503, respond::body_for(503), "text/plain; charset=utf-8", true);
+                let answer = respond::raw_status(503, true);
                 self.answer(ctx, client, Asked { method, head }, &answer, 503, None).await;
                 return true;
             };
             ctx.tried.push(pick.index);
             let member = pick.slot.member().clone();
             ctx.current = Some(Current { pick, recorded: false });
-            let spec = &service.spec;
-            match self
-                .attempt(
-                    &member,
-                    &b.up,
-                    &mut b.rbuf,
-                    &mut b.out,
-                    spec.connect_timeout,
-                    spec.read_timeout,
-                    head,
-                    close,
-                    idempotent,
-                )
-                .await
-            {
+            match attempt(&member, &service.spec, &mut b.backend, head, close, idempotent).await {
                 Ok((conn, resp)) => break (member, conn, resp),
                 Err(f) => {
                     log::debug!("{}: backend {}: {}", self.proxy.entrypoint, member.addr, f.why());
@@ -476,15 +455,15 @@ impl Lane {
                         continue;
                     }
                     let status = f.status();
-                    let answer = respond::raw_text(status, respond::body_for(status), "text/plain; charset=utf-8", true);
+                    let answer = respond::raw_status(status, true);
                     self.answer(ctx, client, Asked { method, head }, &answer, status, Some(&f)).await;
                     return true;
                 }
             }
         };
-        b.rbuf.drain(..resp.len);
+        b.backend.rbuf.drain(..resp.len);
         let timeout = service.spec.read_timeout;
-        match relay(client, &mut conn, &mut b.rbuf, &mut b.out, resp.framing, timeout).await {
+        match relay(client, &mut conn, &mut b.backend.rbuf, &mut b.backend.out, resp.framing, timeout).await {
             Ok((bytes, clean)) => {
                 if clean && resp.keep_alive {
                     member.idle.put(conn, Instant::now());
@@ -502,11 +481,7 @@ impl Lane {
             Err(cut) => {
                 let status = if cut.head_sent { resp.status } else { 502 };
                 if !cut.head_sent {
-                    let _ = send(
-                        client,
-                        &respond::raw_text(502, respond::body_for(502), "text/plain; charset=utf-8", true),
-                    )
-                    .await;
+                    let _ = send(client, &respond::raw_status(502, true)).await;
                 }
                 let done = Done {
                     status,
@@ -520,34 +495,29 @@ impl Lane {
             }
         }
     }
+}
 
-    /// One attempt at `member`: an idle connection if one is kept (and the request may be sent
-    /// twice), else a new one; a kept connection the backend closed as it was taken is replaced
-    /// by a new one at once, without counting against the backend.
-    #[allow(clippy::too_many_arguments)]
-    async fn attempt(
-        &self,
-        member: &Arc<Member>,
-        up: &[u8],
-        rbuf: &mut Vec<u8>,
-        out: &mut Vec<u8>,
-        connect_timeout: Duration,
-        read_timeout: Duration,
-        head: bool,
-        close: bool,
-        idempotent: bool,
-    ) -> Result<(TcpStream, Response), Failure> {
-        if idempotent {
-            if let Some(mut conn) = member.idle.take(Instant::now()) {
-                match exchange(&mut conn, up, rbuf, out, read_timeout, head, close).await {
-                    Ok(resp) => return Ok((conn, resp)),
-                    Err(Failure::Closed { nothing: true }) => {}
-                    Err(f) => return Err(f),
-                }
+/// One attempt at `member`: an idle connection if one is kept (and the request may be sent
+/// twice), else a new one; a kept connection the backend closed as it was taken is replaced
+/// by a new one at once, without counting against the backend.
+async fn attempt(
+    member: &Arc<Member>,
+    spec: &ServiceSpec,
+    x: &mut Exchange,
+    head: bool,
+    close: bool,
+    idempotent: bool,
+) -> Result<(TcpStream, Response), Failure> {
+    if idempotent {
+        if let Some(mut conn) = member.idle.take(Instant::now()) {
+            match exchange(&mut conn, &x.up, &mut x.rbuf, &mut x.out, spec.read_timeout, head, close).await {
+                Ok(resp) => return Ok((conn, resp)),
+                Err(Failure::Closed { nothing: true }) => {}
+                Err(f) => return Err(f),
             }
         }
-        let mut conn = connect(member.addr, connect_timeout).await?;
-        let resp = exchange(&mut conn, up, rbuf, out, read_timeout, head, close).await?;
-        Ok((conn, resp))
     }
+    let mut conn = connect(member.addr, spec.connect_timeout).await?;
+    let resp = exchange(&mut conn, &x.up, &mut x.rbuf, &mut x.out, spec.read_timeout, head, close).await?;
+    Ok((conn, resp))
 }
