@@ -17,40 +17,70 @@ pub fn raw_has_cl_and_te(head: &[u8]) -> bool {
     cl && te
 }
 
-/// What is wrong with a message's framing headers, if anything.
-pub fn framing_problem(headers: &HeaderMap) -> Option<&'static str> {
-    let mut length: Option<&str> = None;
-    for v in headers.get_all(http::header::CONTENT_LENGTH) {
-        let Ok(v) = v.to_str() else {
-            return Some("a Content-Length that is not text");
-        };
-        for part in v.split(',').map(str::trim) {
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Some("a Content-Length that is not a number");
+/// A message's framing headers, checked: the Content-Length as first written (every value
+/// agrees with it), and whether a Transfer-Encoding came (its last coding `chunked`, and only
+/// that one). Both at once is for the caller to judge: a request is refused, a response re-framed.
+pub struct Framing<'h> {
+    pub length: Option<&'h [u8]>,
+    pub transfer_encoding: bool,
+}
+
+/// What `HeaderValue::to_str` accepts: visible ASCII, space and tab.
+fn is_text(v: &[u8]) -> bool {
+    v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+}
+
+fn trim_zeros(digits: &[u8]) -> &[u8] {
+    let zeros = digits.iter().take_while(|&&b| b == b'0').count();
+    &digits[zeros..]
+}
+
+/// Check the framing headers among `headers` (name, value as received): both HTTP/1 paths, for
+/// requests and for responses, apply these same rules.
+pub fn read_framing<'h>(headers: impl Iterator<Item = (&'h str, &'h [u8])>) -> Result<Framing<'h>, &'static str> {
+    let (mut length, mut codings, mut chunked): (Option<&[u8]>, usize, usize) = (None, 0, 0);
+    let mut last_chunked = false;
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("content-length") {
+            if !is_text(value) {
+                return Err("a Content-Length that is not text");
             }
-            match length {
-                Some(l) if l.trim_start_matches('0') != part.trim_start_matches('0') => return Some("differing Content-Length values"),
-                _ => length = Some(part),
+            for part in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+                    return Err("a Content-Length that is not a number");
+                }
+                match length {
+                    Some(l) if trim_zeros(l) != trim_zeros(part) => return Err("differing Content-Length values"),
+                    _ => length = length.or(Some(part)),
+                }
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if !is_text(value) {
+                return Err("a Transfer-Encoding that is not text");
+            }
+            for coding in value.split(|b| *b == b',').map(<[u8]>::trim_ascii).filter(|c| !c.is_empty()) {
+                codings += 1;
+                last_chunked = coding.eq_ignore_ascii_case(b"chunked");
+                chunked += last_chunked as usize;
             }
         }
     }
-    let mut codings = Vec::new();
-    for v in headers.get_all(http::header::TRANSFER_ENCODING) {
-        let Ok(v) = v.to_str() else {
-            return Some("a Transfer-Encoding that is not text");
-        };
-        codings.extend(v.split(',').map(|c| c.trim().to_ascii_lowercase()).filter(|c| !c.is_empty()));
+    if codings > 0 && (!last_chunked || chunked > 1) {
+        return Err("a Transfer-Encoding whose last coding is not chunked");
     }
-    if codings.is_empty() {
-        return None;
+    Ok(Framing {
+        length,
+        transfer_encoding: codings > 0,
+    })
+}
+
+/// What is wrong with a request's framing headers, if anything.
+pub fn framing_problem(headers: &HeaderMap) -> Option<&'static str> {
+    match read_framing(headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()))) {
+        Err(problem) => Some(problem),
+        Ok(f) if f.length.is_some() && f.transfer_encoding => Some("both Content-Length and Transfer-Encoding"),
+        Ok(_) => None,
     }
-    if length.is_some() {
-        return Some("both Content-Length and Transfer-Encoding");
-    }
-    if codings.last().map(String::as_str) != Some("chunked") || codings.iter().filter(|c| *c == "chunked").count() > 1 {
-        return Some("a Transfer-Encoding whose last coding is not chunked");
-    }
-    None
 }
 
 #[cfg(test)]

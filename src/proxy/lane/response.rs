@@ -60,37 +60,28 @@ pub fn parse(buf: &[u8], head_request: bool, close: bool, out: &mut Vec<u8>) -> 
         }
         return Parsed::Interim(len);
     }
-    let (mut length, mut chunked, mut codings, mut keep_alive) = (None::<u64>, false, 0, version == 1);
-    for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            for part in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-                let n = std::str::from_utf8(part)
-                    .ok()
-                    .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-                match (n.and_then(|n| n.parse::<u64>().ok()), length) {
-                    (None, _) => return Parsed::Invalid("a Content-Length that is not a number"),
-                    (Some(n), Some(l)) if n != l => return Parsed::Invalid("differing Content-Length values"),
-                    (Some(n), _) => length = Some(n),
-                }
-            }
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            for coding in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii).filter(|c| !c.is_empty()) {
-                codings += 1;
-                if chunked {
-                    return Parsed::Invalid("a Transfer-Encoding whose last coding is not chunked");
-                }
-                chunked = coding.eq_ignore_ascii_case(b"chunked");
-            }
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            keep_alive &= !h.value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
-        }
-    }
-    if codings > 0 && !chunked {
-        return Parsed::Invalid("a Transfer-Encoding whose last coding is not chunked");
-    }
+    // The same framing rules as for requests (`strict`); both headers at once is re-framed here.
+    let checked = match super::super::strict::read_framing(resp.headers.iter().map(|h| (h.name, h.value))) {
+        Ok(f) => f,
+        Err(why) => return Parsed::Invalid(why),
+    };
+    let length = match checked
+        .length
+        .map(|d| std::str::from_utf8(d).ok().and_then(|d| d.parse::<u64>().ok()))
+    {
+        Some(None) => return Parsed::Invalid("a Content-Length that is not a number"),
+        Some(n) => n,
+        None => None,
+    };
+    let keep_alive = version == 1
+        && !resp
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .any(|h| h.value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close")));
     let framing = if head_request || status == 204 || status == 304 {
         Framing::Empty
-    } else if chunked {
+    } else if checked.transfer_encoding {
         Framing::Chunked
     } else {
         length.map(Framing::Length).unwrap_or(Framing::UntilClose)
@@ -110,7 +101,7 @@ pub fn parse(buf: &[u8], head_request: bool, close: bool, out: &mut Vec<u8>) -> 
         let hop = ["connection", "keep-alive", "proxy-connection"]
             .iter()
             .any(|d| n.eq_ignore_ascii_case(d));
-        if hop || (codings > 0 && n.eq_ignore_ascii_case("content-length")) {
+        if hop || (checked.transfer_encoding && n.eq_ignore_ascii_case("content-length")) {
             continue;
         }
         out.extend_from_slice(n.as_bytes());
@@ -215,6 +206,8 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: \xff, chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n",
             b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
             b"\x00\x01 not http\r\n\r\n",
         ] {
