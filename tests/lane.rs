@@ -123,6 +123,14 @@ async fn connect(l: &Lariat) -> BufReader<TcpStream> {
     BufReader::new(TcpStream::connect(l.addr("web")).await.unwrap())
 }
 
+/// A scripted backend, lariat in front of it, and a client connection to lariat.
+async fn start(keep: Keep) -> (Backend, Lariat, BufReader<TcpStream>) {
+    let b = backend(keep).await;
+    let l = Lariat::new(&[("b:app", b.addr.to_string())]).start(&base_conf()).await;
+    let c = connect(&l).await;
+    (b, l, c)
+}
+
 async fn get<S: AsyncRead + AsyncWrite + Unpin>(r: &mut BufReader<S>, path: &str) -> (String, String) {
     let req = format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n");
     r.get_mut().write_all(req.as_bytes()).await.unwrap();
@@ -137,9 +145,7 @@ fn failures(l: &Lariat) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_connections_are_kept_and_hop_by_hop_headers_dropped() {
-    let b = backend(Keep::All).await;
-    let l = Lariat::new(&[("b:app", b.addr.to_string())]).start(&base_conf()).await;
-    let mut c = connect(&l).await;
+    let (b, l, mut c) = start(Keep::All).await;
     for _ in 0..20 {
         let (head, body) = get(&mut c, "/len").await;
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
@@ -181,9 +187,7 @@ async fn backend_connections_are_kept_and_hop_by_hop_headers_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_body_framing_and_interim_responses() {
-    let b = backend(Keep::All).await;
-    let l = Lariat::new(&[("b:app", b.addr.to_string())]).start(&base_conf()).await;
-    let mut c = connect(&l).await;
+    let (_b, _l, mut c) = start(Keep::All).await;
 
     // Chunked, with an extension and a trailer, passed through as is; the connection goes on.
     c.get_mut().write_all(b"GET /chunked HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
@@ -236,9 +240,7 @@ async fn every_body_framing_and_interim_responses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_cross_between_the_lane_and_pingora() {
-    let b = backend(Keep::All).await;
-    let l = Lariat::new(&[("b:app", b.addr.to_string())]).start(&base_conf()).await;
-    let mut c = connect(&l).await;
+    let (b, l, mut c) = start(Keep::All).await;
     // A GET (the lane), a POST with a body (Pingora's path), a GET again (the lane), in one write.
     c.get_mut()
         .write_all(b"GET /len HTTP/1.1\r\nHost: a\r\n\r\nPOST /len HTTP/1.1\r\nHost: a\r\nContent-Length: 7\r\n\r\npayloadGET /chunked HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -287,9 +289,7 @@ async fn pipelined_requests_cross_between_the_lane_and_pingora() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_connection_the_backend_closed_is_replaced() {
     for keep in [Keep::CloseAfterResponse, Keep::DropSecondRequest] {
-        let b = backend(keep).await;
-        let l = Lariat::new(&[("b:app", b.addr.to_string())]).start(&base_conf()).await;
-        let mut c = connect(&l).await;
+        let (b, l, mut c) = start(keep).await;
         for i in 0..10 {
             let (head, body) = get(&mut c, "/len").await;
             assert!(head.starts_with("HTTP/1.1 200"), "request {i}: {head}");
