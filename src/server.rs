@@ -106,9 +106,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Graceful<A> {
     }
 }
 
-/// Listen on an entrypoint's address without Pingora's 64 KiB per-connection read buffer: it
-/// stays allocated for the life of every connection (640 MiB for 10,000 idle keep-alive
-/// clients), while the HTTP parser, the TLS layer and the TCP pump read into buffers of their own.
+/// Listen on a tcp entrypoint's address without Pingora's 64 KiB per-connection read buffer: it
+/// stays allocated for the life of every connection, while the TCP pump reads into buffers of
+/// its own. (http and https entrypoints have lariat's accept loop, `crate::accept`.)
 fn listen<A: ServerApp + Send + Sync + 'static>(svc: &mut Service<A>, addr: &str) {
     use pingora_core::protocols::l4::stream::{L4BufferSettings, DEFAULT_L4_WRITE_BUFFER_SIZE};
     svc.add_listener(pingora_core::listeners::ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE)));
@@ -219,10 +219,11 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
                 let lane = crate::proxy::lane::Lane::new(app.clone());
                 let mut proxy = pingora_proxy::http_proxy(&conf, app);
                 proxy.server_options = Some(opts);
+                let parked = Arc::new(crate::proxy::park::Parked::new(Arc::new(proxy), lane, config.server.idle_timeout));
                 if tls {
                     let front = crate::proxy::tls::TlsFront {
                         acceptor: pingora_core::listeners::tls::Acceptor::from_server_config(tls_config.clone()),
-                        inner: Arc::new(crate::proxy::park::Parked::new(Arc::new(proxy), lane, config.server.idle_timeout)),
+                        inner: parked,
                         counters: counters.clone(),
                         entrypoint: name.clone(),
                         head_timeout: config.server.client_header_timeout,
@@ -246,7 +247,7 @@ pub fn build(config: Config, config_path: Option<PathBuf>, upgrade: bool) -> Res
                     server.add_service(crate::accept::Entrypoint::new(format!("entrypoint {}", ep.name), ep.listen, app));
                 } else {
                     let app = Graceful {
-                        inner: Arc::new(crate::proxy::park::Parked::new(Arc::new(proxy), lane, config.server.idle_timeout)),
+                        inner: parked,
                         linger,
                         counters,
                         proxy_protocol,

@@ -129,7 +129,9 @@ impl HttpProxy {
 
     /// Route a request by its host and path, on the current snapshot, and admit it to its
     /// service (breaker, `max_requests`): what to answer, or `Proxy` with `ctx` holding the
-    /// target, the service and its slot. Both HTTP/1 paths (Pingora's and the fast lane) use it.
+    /// target, the service and its slot. Pingora's path calls this; the fast lane calls its two
+    /// halves, [`route`](Self::route) and [`admit`](Self::admit), handing a route to a backend
+    /// over TLS to Pingora's path between them.
     pub(crate) fn decide(&self, ctx: &mut Ctx, host: &str, path: &str, path_and_query: &str) -> Decision {
         match self.route(host, path, path_and_query) {
             Ok(target) => self.admit(ctx, target),
