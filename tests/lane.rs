@@ -123,6 +123,21 @@ async fn connect(l: &Lariat) -> BufReader<TcpStream> {
     BufReader::new(TcpStream::connect(l.addr("web")).await.unwrap())
 }
 
+/// Read byte by byte until what came ends with `tail` (at most 4 KiB, 5 s per byte).
+async fn read_until<S: AsyncRead + Unpin>(r: &mut S, tail: &[u8]) -> Vec<u8> {
+    let mut got = Vec::new();
+    while !got.ends_with(tail) {
+        let mut byte = [0u8; 1];
+        tokio::time::timeout(Duration::from_secs(5), r.read_exact(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        got.push(byte[0]);
+        assert!(got.len() < 4096, "no {tail:?} in {got:?}");
+    }
+    got
+}
+
 /// A scripted backend, lariat in front of it, and a client connection to lariat.
 async fn start(keep: Keep) -> (Backend, Lariat, BufReader<TcpStream>) {
     let b = backend(keep).await;
@@ -191,17 +206,7 @@ async fn every_body_framing_and_interim_responses() {
 
     // Chunked, with an extension and a trailer, passed through as is; the connection goes on.
     c.get_mut().write_all(b"GET /chunked HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
-    let mut got = Vec::new();
-    let want = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
-    while !got.ends_with(want) {
-        let mut byte = [0u8; 1];
-        tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut byte))
-            .await
-            .unwrap()
-            .unwrap();
-        got.push(byte[0]);
-        assert!(got.len() < 4096);
-    }
+    let got = read_until(&mut c, b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n").await;
     let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
     assert!(
         text.starts_with("http/1.1 200 ok\r\n") && text.contains("transfer-encoding: chunked\r\n"),
@@ -267,15 +272,7 @@ async fn pipelined_requests_cross_between_the_lane_and_pingora() {
         if path == "/len" {
             assert_eq!(response(&mut c).await.1, "hello");
         } else {
-            let mut got = Vec::new();
-            while !got.ends_with(b"0\r\nX-Trailer: t\r\n\r\n") {
-                let mut byte = [0u8; 1];
-                tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut byte))
-                    .await
-                    .unwrap()
-                    .unwrap();
-                got.push(byte[0]);
-            }
+            read_until(&mut c, b"0\r\nX-Trailer: t\r\n\r\n").await;
         }
     }
     c.get_mut()
