@@ -9,11 +9,8 @@
 //! next process exactly as it does for Pingora's own listeners.
 
 use async_trait::async_trait;
-use pingora_core::apps::ServerApp;
-use pingora_core::protocols::l4::stream::Stream as L4Stream;
-use pingora_core::protocols::GetSocketDigest;
-use pingora_core::protocols::SocketDigest;
 use pingora_core::server::{ListenFds, ShutdownWatch};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::Arc;
@@ -70,17 +67,17 @@ fn listener(addr: SocketAddr, fds: Option<&ListenFds>) -> std::io::Result<std::n
 
 /// One accepted connection as Pingora's layers expect it: an L4 stream with TCP_NODELAY and
 /// the peer address already in its digest (no `getpeername` later).
-fn stream(tcp: tokio::net::TcpStream, peer: SocketAddr) -> L4Stream {
-    let mut s: L4Stream = tcp.into();
-    let digest = SocketDigest::from_raw_fd(s.as_raw_fd());
-    let _ = digest.peer_addr.set(Some(peer.into()));
-    s.set_socket_digest(digest);
-    let _ = s.set_nodelay();
-    s
+/// What serves the connections an entrypoint accepts.
+pub trait Accept: Send + Sync + 'static {
+    /// Serve one connection for its whole life. The future is the connection's task, spawned
+    /// as it is (not boxed): what it holds across an await is what every open connection costs.
+    fn accepted(self: Arc<Self>, tcp: tokio::net::TcpStream, peer: SocketAddr, shutdown: ShutdownWatch) -> impl Future<Output = ()> + Send;
+    /// The listener has closed (a stop or an upgrade): let open connections finish.
+    fn cleanup(&self) -> impl Future<Output = ()> + Send;
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> pingora_core::services::Service for Entrypoint<A> {
+impl<A: Accept> pingora_core::services::Service for Entrypoint<A> {
     async fn start_service(&mut self, fds: Option<ListenFds>, mut shutdown: ShutdownWatch, _listeners_per_fd: usize) {
         let Some(app) = self.app.take() else { return };
         let listener = match listener(self.addr, fds.as_ref()).and_then(tokio::net::TcpListener::from_std) {
@@ -102,13 +99,8 @@ impl<A: ServerApp + Send + Sync + 'static> pingora_core::services::Service for E
             };
             match accepted {
                 Ok((tcp, peer)) => {
-                    let (app, shutdown) = (app.clone(), shutdown.clone());
-                    tokio::spawn(async move {
-                        let mut next = app.process_new(Box::new(stream(tcp, peer)), &shutdown).await;
-                        while let Some(s) = next {
-                            next = app.process_new(s, &shutdown).await;
-                        }
-                    });
+                    let _ = tcp.set_nodelay(true);
+                    tokio::spawn(app.clone().accepted(tcp, peer, shutdown.clone()));
                 }
                 Err(e) => {
                     log::error!("{}: accept failed: {e}", self.name);

@@ -11,12 +11,15 @@ use async_trait::async_trait;
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::apps::ServerApp;
-use pingora_core::protocols::Stream;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use pingora_core::protocols::{GetSocketDigest, SocketDigest, Stream};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -89,21 +92,48 @@ struct Graceful<A> {
     head_timeout: Option<Duration>,
 }
 
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Graceful<A> {
-    async fn process_new(self: &Arc<Self>, session: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        let _open = crate::metrics::OpenGuard::within(&self.counters, self.max_connections)?;
-        let mut session = crate::proxy::tcp::accept_proxy(session, self.proxy_protocol.as_ref(), &self.counters, "entrypoint").await?;
-        if let Some(t) = self.head_timeout {
-            session = crate::proxy::deadline::HeadDeadline::wrap(session, t, self.counters.clone());
+impl<A: ServerApp + Send + Sync + 'static> crate::accept::Accept for Graceful<A> {
+    async fn accepted(self: Arc<Self>, tcp: tokio::net::TcpStream, peer: SocketAddr, shutdown: ShutdownWatch) {
+        use crate::proxy::below::Below;
+        let Some(_open) = crate::metrics::OpenGuard::within(&self.counters, self.max_connections) else {
+            return;
+        };
+        let mut stream: Stream = match self.head_timeout {
+            // Plain HTTP with no PROXY header: the socket as accepted, under the deadline layer.
+            Some(t) if self.proxy_protocol.is_none() => {
+                crate::proxy::deadline::HeadDeadline::wrap(Below::tcp(tcp, peer), t, self.counters.clone())
+            }
+            _ => {
+                let l4 = l4_stream(tcp, peer);
+                let Some(s) = crate::proxy::tcp::accept_proxy(l4, self.proxy_protocol.as_ref(), &self.counters, "entrypoint").await else {
+                    return;
+                };
+                match self.head_timeout {
+                    Some(t) => crate::proxy::deadline::HeadDeadline::wrap(Below::Stream(s), t, self.counters.clone()),
+                    None => s,
+                }
+            }
+        };
+        while let Some(s) = self.inner.process_new(stream, &shutdown).await {
+            stream = s;
         }
-        self.inner.process_new(session, shutdown).await
     }
 
     async fn cleanup(&self) {
         tokio::time::sleep(self.linger).await;
         self.inner.cleanup().await;
     }
+}
+
+/// Pingora's stream for a connection that TLS or a PROXY header's reader takes next, with its
+/// digest of the socket holding the client's address as accepted. Not inlined into the async
+/// caller: the digest (400 bytes) would stay in the connection's future.
+fn l4_stream(tcp: tokio::net::TcpStream, peer: SocketAddr) -> Stream {
+    let mut l4 = L4Stream::from(tcp);
+    let digest = SocketDigest::from_raw_fd(l4.as_raw_fd());
+    let _ = digest.peer_addr.set(Some(peer.into()));
+    l4.set_socket_digest(digest);
+    Box::new(l4)
 }
 
 /// Listen on a tcp entrypoint's address without Pingora's 64 KiB per-connection read buffer: it

@@ -3,6 +3,7 @@
 //! 408 and closes; the connection holds nothing but its socket meanwhile. Later requests on a
 //! kept-alive connection fall under `idle_timeout` and the per-read timeout.
 
+use super::below::Below;
 use crate::metrics::EntrypointCounters;
 use async_trait::async_trait;
 use pingora_core::protocols::raw_connect::ProxyDigest;
@@ -12,6 +13,7 @@ use pingora_core::protocols::{
 };
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,7 +26,7 @@ const TIMEOUT_RESPONSE: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: 16\r\nConnection: close\r\n\r\nrequest timeout\n";
 
 pub struct HeadDeadline {
-    inner: Stream,
+    inner: Below,
     /// Until the first "\r\n\r\n" is read: when the head must have arrived by.
     deadline: Option<Instant>,
     /// The timer for `deadline`, made only once a read has to wait: most connections bring
@@ -32,10 +34,40 @@ pub struct HeadDeadline {
     /// runtime's driver when it is the earliest) was a measurable part of a short connection.
     sleep: Option<Pin<Box<Sleep>>>,
     /// The last bytes read, to find "\r\n\r\n" across reads.
-    tail: Vec<u8>,
+    tail: Tail,
     counters: Arc<EntrypointCounters>,
     /// Bytes read ahead while the connection was parked between requests, served first.
     ahead: Vec<u8>,
+}
+
+/// Up to the last three bytes of what was read: a "\r\n\r\n" may straddle two reads.
+#[derive(Default)]
+struct Tail {
+    bytes: [u8; 3],
+    len: u8,
+}
+
+impl Tail {
+    /// Whether "\r\n\r\n" ends within `data`, counting the bytes kept from earlier reads.
+    fn saw_end(&mut self, data: &[u8]) -> bool {
+        const END: &[u8] = b"\r\n\r\n";
+        // The kept bytes followed by the first three of `data`: where a split "\r\n\r\n" lies.
+        let held = self.len as usize;
+        let k = data.len().min(3);
+        let mut seam = [0u8; 6];
+        seam[..held].copy_from_slice(&self.bytes[..held]);
+        seam[held..held + k].copy_from_slice(&data[..k]);
+        let seam = &seam[..held + k];
+        let found = seam.windows(4).any(|w| w == END) || data.windows(4).any(|w| w == END);
+        let last = if data.len() >= 3 {
+            &data[data.len() - 3..]
+        } else {
+            &seam[seam.len().saturating_sub(3)..]
+        };
+        self.bytes[..last.len()].copy_from_slice(last);
+        self.len = last.len() as u8;
+        found
+    }
 }
 
 impl std::fmt::Debug for HeadDeadline {
@@ -45,25 +77,36 @@ impl std::fmt::Debug for HeadDeadline {
 }
 
 impl HeadDeadline {
-    pub fn wrap(inner: Stream, timeout: Duration, counters: Arc<EntrypointCounters>) -> Stream {
+    pub fn wrap(inner: Below, timeout: Duration, counters: Arc<EntrypointCounters>) -> Stream {
         Box::new(HeadDeadline {
             inner,
             deadline: Some(Instant::now() + timeout),
             sleep: None,
-            tail: Vec::with_capacity(8),
+            tail: Tail::default(),
             counters,
             ahead: Vec::new(),
         })
     }
 
-    /// Wait for the next request on a kept-alive connection and keep its first bytes (up to
-    /// 1 KiB, so a parked connection holds no buffer) to be read first. Ok(0): the client closed.
-    pub async fn read_ahead(&mut self) -> io::Result<usize> {
-        use tokio::io::AsyncReadExt;
-        let mut buf = [0u8; 1024];
-        let n = self.inner.read(&mut buf).await?;
-        self.ahead.extend_from_slice(&buf[..n]);
-        Ok(n)
+    /// The client's address: as accepted, or as a PROXY header or the TLS layer's digest has it.
+    pub fn client_addr(&self) -> Option<SocketAddr> {
+        self.inner.client_addr()
+    }
+
+    /// Poll for the next request on a kept-alive connection and keep its first bytes (up to
+    /// 1 KiB) to be read first. Ready(Ok(0)): the client closed. The buffer lives on the stack
+    /// for the poll only: a parked connection that waits holds no buffer at all.
+    pub fn poll_read_ahead(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1024];
+        let mut rb = ReadBuf::uninit(&mut buf);
+        match Pin::new(&mut self.inner).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                self.ahead.extend_from_slice(rb.filled());
+                Poll::Ready(Ok(rb.filled().len()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     /// Put bytes already read back in front of the stream, to be read again.
@@ -74,11 +117,7 @@ impl HeadDeadline {
 
     /// Whether "\r\n\r\n" ends within `data`, counting the last bytes of earlier reads.
     fn saw_end_of_head(&mut self, data: &[u8]) -> bool {
-        self.tail.extend_from_slice(data);
-        let found = self.tail.windows(4).any(|w| w == b"\r\n\r\n");
-        let keep = self.tail.len().saturating_sub(3);
-        self.tail.drain(..keep);
-        found
+        self.tail.saw_end(data)
     }
 }
 
@@ -165,13 +204,13 @@ impl UniqueID for HeadDeadline {
 
 impl Ssl for HeadDeadline {
     fn get_ssl(&self) -> Option<&TlsRef> {
-        self.inner.get_ssl()
+        self.inner.ssl()?.get_ssl()
     }
     fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
-        self.inner.get_ssl_digest()
+        self.inner.ssl()?.get_ssl_digest()
     }
     fn selected_alpn_proto(&self) -> Option<ALPN> {
-        self.inner.selected_alpn_proto()
+        self.inner.ssl()?.selected_alpn_proto()
     }
 }
 
@@ -208,6 +247,47 @@ impl Peek for HeadDeadline {
             buf[..n].copy_from_slice(&self.ahead[..n]);
             return Ok(n == buf.len());
         }
-        self.inner.try_peek(buf).await
+        match &mut self.inner {
+            // Pingora's peek reads and puts the bytes back; so does this one.
+            Below::Tcp { tcp, .. } => {
+                use tokio::io::AsyncReadExt;
+                tcp.read_exact(buf).await?;
+                self.ahead.extend_from_slice(buf);
+                Ok(true)
+            }
+            Below::Stream(s) => s.try_peek(buf).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tail;
+
+    /// The end of a head is found however the reads split it, and only once it is whole.
+    #[test]
+    fn the_end_of_a_head_is_found_across_reads() {
+        let text: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        for a in 0..=text.len() {
+            for b in a..=text.len() {
+                let mut t = Tail::default();
+                let parts = [&text[..a], &text[a..b], &text[b..]];
+                let found: Vec<bool> = parts.iter().map(|p| t.saw_end(p)).collect();
+                let ends = [a, b, text.len()];
+                // Found by the first read that completes the head (a read that brings no byte
+                // finds nothing new).
+                let first = ends.iter().position(|&e| e == text.len()).unwrap();
+                for (i, f) in found.iter().enumerate() {
+                    let expected = i == first || (i > first && parts[i].len() >= 4 && parts[i].windows(4).any(|w| w == b"\r\n\r\n"));
+                    assert_eq!(*f, expected, "split at {a}/{b}, read {i}");
+                }
+            }
+        }
+        // Byte by byte, and a "\r\n\r" that is not completed.
+        let mut t = Tail::default();
+        let hits: Vec<usize> = text.iter().enumerate().filter(|(_, b)| t.saw_end(&[**b])).map(|(i, _)| i).collect();
+        assert_eq!(hits, vec![text.len() - 1]);
+        let mut t = Tail::default();
+        assert!(!t.saw_end(b"a\r\n\r") && !t.saw_end(b"x\r\n") && t.saw_end(b"\r\n"));
     }
 }

@@ -1,5 +1,6 @@
 //! The data path: the L7 HTTP proxy and the L4 TCP forwarder, one instance per entrypoint.
 
+pub mod below;
 pub mod deadline;
 pub mod http;
 pub mod lane;

@@ -46,7 +46,8 @@ pub async fn accept_proxy(
     let Some(trusted) = trusted else { return Some(io) };
     let peer = client_of(&io)?.ip();
     let mut l4 = io.into_any().downcast::<L4Stream>().ok()?;
-    match super::pp::accept(&mut l4, peer, trusted).await {
+    // Boxed: the header's buffer is held while it is read, not for the connection's life.
+    match Box::pin(super::pp::accept(&mut l4, peer, trusted)).await {
         Ok(_) => Some(l4),
         Err(e) => {
             log::debug!("{ep}: {e}");

@@ -53,10 +53,15 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsFront<A> {
                 }
             }
         }
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.tls_handshake(stream)).await {
+        // Boxed: the handshake's state is held while it runs, not for the connection's life.
+        match Box::pin(tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.tls_handshake(stream))).await {
             Ok(Ok(tls)) => {
                 self.counters.tls_ok.fetch_add(1, Ordering::Relaxed);
-                let stream = super::deadline::HeadDeadline::wrap(Box::new(tls), self.head_timeout, self.counters.clone());
+                let stream = super::deadline::HeadDeadline::wrap(
+                    super::below::Below::Stream(Box::new(tls)),
+                    self.head_timeout,
+                    self.counters.clone(),
+                );
                 self.inner.process_new(stream, shutdown).await;
             }
             Ok(Err(e)) => {

@@ -286,12 +286,10 @@ impl Lane {
     /// Serve the connection's requests while they are the lane's to serve. `h2c`: the
     /// connection may open with the HTTP/2 preface (its first request, on an h2c entrypoint).
     pub async fn serve(&self, mut client: Stream, shutdown: &ShutdownWatch, h2c: bool) -> Next {
-        if !client.as_any().is::<HeadDeadline>() {
+        let Some(deadline) = client.as_any().downcast_ref::<HeadDeadline>() else {
             return Next::Pingora(client);
-        }
-        let client_ip = client
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        };
+        let client_ip = deadline.client_addr().map(|a| a.ip());
         let client_text = client_ip.map(|ip| ip.to_string());
         let proto = if self.proxy.tls { "https" } else { "http" };
         let mut b = Buffers {
