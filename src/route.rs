@@ -3,7 +3,7 @@
 //! that host).
 
 use crate::desired::{HostMatch, HttpRoute, ServiceId};
-use crate::upstream::Service;
+use crate::upstream::ServiceCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct Target {
     pub id: ServiceId,
-    pub service: Option<Arc<Service>>,
+    pub service: Option<Arc<ServiceCell>>,
     /// The route as written, for logs and the admin API: "host/prefix".
     pub name: Arc<str>,
     /// Plain http requests on this route are redirected to https.
@@ -50,7 +50,7 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    pub fn add(&mut self, route: &HttpRoute, service: Option<Arc<Service>>) {
+    pub fn add(&mut self, route: &HttpRoute, service: Option<Arc<ServiceCell>>) {
         let target = Target {
             id: route.service.clone(),
             service,

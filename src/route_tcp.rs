@@ -2,7 +2,7 @@
 //! (exact, then `*.parent`) to a passthrough route, else to the default route.
 
 use crate::desired::{HostMatch, ServiceId, TcpRoute};
-use crate::upstream::Service;
+use crate::upstream::ServiceCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -10,7 +10,7 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct TcpTarget {
     pub id: ServiceId,
-    pub service: Option<Arc<Service>>,
+    pub service: Option<Arc<ServiceCell>>,
 }
 
 #[derive(Default, Clone)]
@@ -22,7 +22,7 @@ pub struct TcpTable {
 
 impl TcpTable {
     /// Add a route; returns false when what it claims is taken already (first wins).
-    pub fn add(&mut self, r: &TcpRoute, service: Option<Arc<Service>>) -> bool {
+    pub fn add(&mut self, r: &TcpRoute, service: Option<Arc<ServiceCell>>) -> bool {
         let t = TcpTarget {
             id: r.service.clone(),
             service,

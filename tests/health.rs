@@ -43,7 +43,7 @@ unhealthy_threshold = 2
 
 fn states(l: &Lariat, id: &str) -> Vec<(String, BackendState)> {
     let snap = l.running().shared.registry.snapshot();
-    let svc = &snap.services[&lariat::desired::ServiceId(id.into())];
+    let svc = &snap.service(&lariat::desired::ServiceId(id.into())).unwrap();
     let now = Instant::now();
     svc.members
         .iter()
@@ -231,7 +231,7 @@ async fn all_backends_failing_per_strategy() {
         assert_eq!(get(&client(), &l.url("web", "/"), "x").await.0, 200);
     }
     let snap = l.running().shared.registry.snapshot();
-    let svc = snap.services.values().next().unwrap();
+    let svc = snap.services().next().unwrap();
     wait_until(Duration::from_secs(2), || {
         let f = svc.fail_open.clone();
         async move { f.load(Ordering::Relaxed) }
@@ -359,7 +359,7 @@ initializing_timeout = "300ms"
     .await;
     // With no retries, only the health check keeps connections away from the dead backend.
     let snap = l.running().shared.registry.snapshot();
-    let svc = snap.services.values().next().unwrap().clone();
+    let svc = snap.services().next().unwrap().clone();
     wait_until(Duration::from_secs(5), || {
         let svc = svc.clone();
         async move {
@@ -516,7 +516,7 @@ async fn http_checks_reuse_their_connection() {
             assert!(c >= r - 1, "a closed connection was reused: {c} connections for {r} checks");
         }
         let snap = l.running().shared.registry.snapshot();
-        let svc = &snap.services[&lariat::desired::ServiceId("app@file".into())];
+        let svc = &snap.service(&lariat::desired::ServiceId("app@file".into())).unwrap();
         assert_eq!(
             svc.members[0].health.checks_failed.load(Ordering::SeqCst),
             0,

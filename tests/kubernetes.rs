@@ -7,6 +7,7 @@ use common::kube::{ingress, rule, service, slice, FakeKube, Kind};
 use common::*;
 use serde_json::json;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -97,6 +98,10 @@ async fn ingress_routes_and_readiness_flips() {
             "a not-ready endpoint got traffic"
         );
     }
+    // Slice events change members only: the provider hands the registry just those services
+    // (no new snapshot, no whole mapping), from here to the Ingress's removal.
+    let registry = &l.running().shared.registry;
+    let (snap0, updates0, version0) = (registry.snapshot(), registry.member_updates(), registry.version());
     // p2 turns ready: routed within the bound.
     api.put(
         Kind::EndpointSlice,
@@ -154,6 +159,25 @@ async fn ingress_routes_and_readiness_flips() {
         seen.insert(route(&l, "shop.example.com", "/").await.1);
     }
     assert_eq!(seen.len(), 2, "two slices of one service merge: {seen:?}");
+    // A slice deleted: its endpoints leave.
+    api.delete(Kind::EndpointSlice, "shop", "web-def");
+    let t0 = Instant::now();
+    let mut streak = 0;
+    while streak < 20 {
+        streak = if route(&l, "shop.example.com", "/").await.1 == "p1" {
+            streak + 1
+        } else {
+            0
+        };
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "a deleted slice's endpoint still routed after 5 s"
+        );
+    }
+    assert!(Arc::ptr_eq(&snap0, &registry.snapshot()), "a slice event made a new snapshot");
+    let (updates, changes) = (registry.member_updates() - updates0, registry.version() - version0);
+    assert!(updates >= 5, "{updates} member updates for 6 slice events");
+    assert_eq!(updates, changes, "a slice event mapped the whole state");
     // The Ingress goes away: 404.
     api.delete(Kind::Ingress, "shop", "web");
     wait_route(&l, "shop.example.com", "/", (404, ""), Duration::from_secs(5)).await;
@@ -227,7 +251,9 @@ async fn class_filter_paths_annotations_and_tcp() {
         let s = shared.clone();
         async move {
             let snap = s.registry.snapshot();
-            let svc = &snap.services[&lariat::desired::ServiceId("shop/api:8080@kubernetes".into())];
+            let svc = &snap
+                .service(&lariat::desired::ServiceId("shop/api:8080@kubernetes".into()))
+                .unwrap();
             // b fails every check, so it never leaves initializing (and takes no traffic).
             let now = Instant::now();
             svc.member_state(0, now) == lariat::upstream::BackendState::Healthy

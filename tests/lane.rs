@@ -155,7 +155,7 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin>(r: &mut BufReader<S>, path: &str
 /// The failures the backend's breaker has counted.
 fn failures(l: &Lariat) -> u64 {
     let snap = l.running().shared.registry.snapshot();
-    snap.services.values().map(|s| s.members[0].failures.load(Ordering::Relaxed)).sum()
+    snap.services().map(|s| s.members[0].failures.load(Ordering::Relaxed)).sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,12 +360,7 @@ async fn an_invalid_response_sends_an_idempotent_request_elsewhere() {
         assert_eq!(body, "hello");
     }
     let snap = l.running().shared.registry.snapshot();
-    let bad_member = snap
-        .services
-        .values()
-        .flat_map(|s| s.members.iter())
-        .find(|m| m.addr == bad)
-        .unwrap();
+    let bad_member = snap.services().flat_map(|s| s.members.clone()).find(|m| m.addr == bad).unwrap();
     assert!(
         bad_member.failures.load(Ordering::Relaxed) >= 1,
         "the invalid response was not counted"

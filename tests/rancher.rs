@@ -233,7 +233,7 @@ async fn metadata_health_check_becomes_the_active_check() {
         let s = shared.clone();
         async move {
             let snap = s.registry.snapshot();
-            let Some(svc) = snap.services.get(&lariat::desired::ServiceId("web.shop@rancher".into())) else {
+            let Some(svc) = snap.service(&lariat::desired::ServiceId("web.shop@rancher".into())) else {
                 return false;
             };
             let now = Instant::now();
@@ -242,7 +242,7 @@ async fn metadata_health_check_becomes_the_active_check() {
     })
     .await;
     let snap = shared.registry.snapshot();
-    let svc = &snap.services[&lariat::desired::ServiceId("web.shop@rancher".into())];
+    let svc = &snap.service(&lariat::desired::ServiceId("web.shop@rancher".into())).unwrap();
     let check = svc.spec.health_check.as_ref().unwrap();
     assert_eq!(
         (check.interval, check.timeout),

@@ -100,7 +100,7 @@ async fn reload_under_load_loses_nothing() {
 async fn invalid_reload_is_refused_and_old_config_serves() {
     let a = http_backend("a").await;
     let mut l = Lariat::new(&[("b:a", a.addr.to_string())]).start(&conf("\"{b:a}\"", "")).await;
-    let version = l.running().shared.registry.snapshot().version;
+    let version = l.running().shared.registry.version();
     for bad in [
         conf("\"not-an-address\"", ""),
         conf("\"{b:a}\"", "[[routes]]\nservice = \"missing\""),
@@ -112,7 +112,7 @@ async fn invalid_reload_is_refused_and_old_config_serves() {
         assert_eq!((status, backend.as_str()), (200, "a"));
     }
     assert_eq!(
-        l.running().shared.registry.snapshot().version,
+        l.running().shared.registry.version(),
         version,
         "a refused config touched the registry"
     );
@@ -158,7 +158,7 @@ async fn a_removed_backend_finishes_its_requests() {
     let (status, backend, _) = get(&client(), &l.url("web", "/"), "x.test").await;
     assert_eq!((status, backend.as_str()), (200, "b"));
     let snap = l.running().shared.registry.snapshot();
-    let svc = snap.services.values().next().unwrap();
+    let svc = snap.services().next().unwrap();
     assert_eq!(svc.draining.len(), 1, "a should be draining");
     assert_eq!(svc.draining[0].addr, a.addr);
     let (status, backend, body) = slow.await.unwrap();

@@ -120,14 +120,13 @@ fn service_json(svc: &Service, now: Instant, detail: bool) -> Value {
 pub fn services(shared: &Shared) -> Value {
     let snap = shared.registry.snapshot();
     let now = Instant::now();
-    json!(snap.services.values().map(|s| service_json(s, now, false)).collect::<Vec<_>>())
+    json!(snap.services().map(|s| service_json(&s, now, false)).collect::<Vec<_>>())
 }
 
 pub fn service(shared: &Shared, id: &str) -> Option<Value> {
     let snap = shared.registry.snapshot();
-    snap.services
-        .get(&ServiceId(id.to_string()))
-        .map(|s| service_json(s, Instant::now(), true))
+    snap.service(&ServiceId(id.to_string()))
+        .map(|s| service_json(&s, Instant::now(), true))
 }
 
 pub fn routes(shared: &Shared) -> Value {
@@ -138,7 +137,7 @@ pub fn routes(shared: &Shared) -> Value {
         .map(|r| {
             json!({
                 "kind": "http", "entrypoints": r.entrypoints, "host": r.host.to_string(), "path_prefix": r.path_prefix,
-                "service": r.service.0, "provider": r.service.provider(), "service_exists": snap.services.contains_key(&r.service),
+                "service": r.service.0, "provider": r.service.provider(), "service_exists": snap.cells.contains_key(&r.service),
             })
         })
         .collect();
@@ -146,7 +145,7 @@ pub fn routes(shared: &Shared) -> Value {
         json!({
             "kind": "tcp", "entrypoints": [r.entrypoint], "service": r.service.0, "provider": r.service.provider(),
             "sni": r.sni.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
-            "service_exists": snap.services.contains_key(&r.service),
+            "service_exists": snap.cells.contains_key(&r.service),
         })
     }));
     json!(v)
@@ -203,7 +202,7 @@ pub fn overview(shared: &Shared, eps: &[Entrypoint]) -> Value {
         states.insert(st.name().into(), json!(0));
     }
     let mut requests = 0u64;
-    for svc in snap.services.values() {
+    for svc in snap.services() {
         for i in 0..svc.members.len() {
             if let Some(n) = states.get_mut(svc.member_state(i, now).name()) {
                 *n = json!(n.as_u64().unwrap_or(0) + 1);
@@ -216,10 +215,10 @@ pub fn overview(shared: &Shared, eps: &[Entrypoint]) -> Value {
         "version": env!("CARGO_PKG_VERSION"),
         "started": rfc3339(shared.started),
         "uptime_seconds": shared.started.elapsed().map(|d| d.as_secs()).unwrap_or(0),
-        "snapshot_version": snap.version,
+        "snapshot_version": shared.registry.version(),
         "entrypoints": eps.len(),
         "routes": snap.http_routes.len() + snap.tcp_routes.len(),
-        "services": snap.services.len(),
+        "services": snap.cells.len(),
         "backends": states,
         "http_requests": requests,
         "config_reloads": { "ok": ok, "error": err },

@@ -41,7 +41,7 @@ impl HealthLoop {
     /// One pass over the snapshot; spawns the probes that are due.
     pub fn tick(&self, now: Instant, permits: &Arc<Semaphore>) {
         let snap = self.shared.registry.snapshot();
-        for svc in snap.services.values() {
+        for svc in snap.services() {
             if let Some(b) = &svc.breaker {
                 if let Some(phase) = b.evaluate(now) {
                     log::warn!(

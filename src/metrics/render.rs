@@ -145,7 +145,7 @@ pub fn render(shared: &Shared, entrypoints: &[Entrypoint]) -> String {
         out.add(TLS_NOT_AFTER, "", &[("certificate", first), ("source", cert.source.name())], secs);
     }
     let snap = shared.registry.snapshot();
-    for svc in snap.services.values() {
+    for svc in snap.services() {
         let id = svc.spec.id.0.as_str();
         for (ep, c) in svc.stats.http.all() {
             http(&mut out, &ep, id, &c);

@@ -168,7 +168,7 @@ impl HttpProxy {
     /// The second half of [`decide`](Self::decide): admit the request to its target's service
     /// (members, breaker, `max_requests`).
     pub(crate) fn admit(&self, ctx: &mut Ctx, target: Arc<Target>) -> Decision {
-        let service = target.service.clone();
+        let service = target.service.as_ref().map(|c| c.load());
         ctx.target = Some(target);
         let Some(service) = service.filter(|s| !s.members.is_empty()) else {
             return Decision::Status(503);

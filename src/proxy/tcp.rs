@@ -68,7 +68,7 @@ pub fn client_of(io: &Stream) -> Option<SocketAddr> {
 impl TcpProxy {
     /// Connect to a backend of the service, trying others after a failure.
     async fn connect(&self, target: &TcpTarget, client: Option<SocketAddr>) -> Option<(TcpStream, InFlight, Arc<Service>)> {
-        let Some(service) = &target.service else {
+        let Some(service) = target.service.as_ref().map(|c| c.load()) else {
             log::warn!("tcp entrypoint {}: service {} does not exist", self.entrypoint, target.id);
             return None;
         };

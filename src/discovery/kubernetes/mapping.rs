@@ -89,38 +89,50 @@ impl<'a> Index<'a> {
 
     /// Ready endpoints of the Service's slices, on the slice port named like the Service port.
     fn members(&self, ns: &str, svc: &str, port: &ServicePort) -> Vec<BackendSpec> {
-        let want = port.name.clone().unwrap_or_default();
-        let mut out = BTreeSet::new();
-        for slice in self
-            .slices
-            .get(&(ns.to_string(), svc.to_string()))
-            .map(|v| v.as_slice())
-            .unwrap_or(&[])
-        {
-            let Some(p) = slice
-                .ports
-                .as_ref()
-                .and_then(|ps| ps.iter().find(|p| p.name.clone().unwrap_or_default() == want))
-                .and_then(|p| p.port)
-            else {
+        let slices = self.slices.get(&(ns.to_string(), svc.to_string()));
+        members_of(slices.into_iter().flatten().copied(), port)
+    }
+}
+
+/// The members of a Service's port, from the Service's slices (all of them, and only them).
+pub fn members(slices: &[Arc<EndpointSlice>], port: &ServicePort) -> Vec<BackendSpec> {
+    members_of(slices.iter().map(|s| s.as_ref()), port)
+}
+
+/// Ready endpoints of the slices, on the slice port named like the Service port.
+fn members_of<'a>(slices: impl Iterator<Item = &'a EndpointSlice>, port: &ServicePort) -> Vec<BackendSpec> {
+    let want = port.name.clone().unwrap_or_default();
+    let mut out = BTreeSet::new();
+    for slice in slices {
+        let Some(p) = slice
+            .ports
+            .as_ref()
+            .and_then(|ps| ps.iter().find(|p| p.name.clone().unwrap_or_default() == want))
+            .and_then(|p| p.port)
+        else {
+            continue;
+        };
+        let Ok(p) = u16::try_from(p) else { continue };
+        for ep in &slice.endpoints {
+            // Ready unless it says otherwise; terminating endpoints are not ready and drain.
+            let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+            if !ready {
                 continue;
-            };
-            let Ok(p) = u16::try_from(p) else { continue };
-            for ep in &slice.endpoints {
-                // Ready unless it says otherwise; terminating endpoints are not ready and drain.
-                let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-                if !ready {
-                    continue;
-                }
-                for a in &ep.addresses {
-                    if let Ok(ip) = a.parse::<IpAddr>() {
-                        out.insert(SocketAddr::new(ip, p));
-                    }
+            }
+            for a in &ep.addresses {
+                if let Ok(ip) = a.parse::<IpAddr>() {
+                    out.insert(SocketAddr::new(ip, p));
                 }
             }
         }
-        out.into_iter().map(|addr| BackendSpec { addr, weight: 1 }).collect()
     }
+    out.into_iter().map(|addr| BackendSpec { addr, weight: 1 }).collect()
+}
+
+/// The port of `svc` that the service id `namespace/name:port@kubernetes` stands for.
+pub fn port_of_id<'a>(svc: &'a Service, id: &ServiceId) -> Option<&'a ServicePort> {
+    let number: i32 = id.0.strip_suffix("@kubernetes")?.rsplit_once(':')?.1.parse().ok()?;
+    svc.spec.as_ref()?.ports.as_ref()?.iter().find(|p| p.port == number)
 }
 
 fn annotation<'a>(s: &'a Service, key: &str) -> Option<&'a str> {

@@ -224,3 +224,41 @@ fn missing_services_and_bad_annotations_are_skipped_with_reasons() {
     );
     assert!(skipped.iter().any(|s| s.reason.contains("lariat.io/balance")), "{skipped:?}");
 }
+
+/// What a slice event publishes (the members of the Service's ports, found by the service id)
+/// is what mapping the whole state gives those services.
+#[test]
+fn members_of_one_service_match_the_whole_mapping() {
+    let o = objects();
+    let (d, _) = desired(&o, &cfg(), &[]);
+    assert!(d.services.iter().any(|s| !s.backends.is_empty()));
+    for spec in &d.services {
+        let (ns, rest) = spec.id.0.split_once('/').unwrap();
+        let name = rest.split_once(':').unwrap().0;
+        let svc = o
+            .services
+            .iter()
+            .find(|s| s.metadata.namespace.as_deref() == Some(ns) && s.metadata.name.as_deref() == Some(name))
+            .unwrap();
+        let slices: Vec<Arc<EndpointSlice>> = o
+            .slices
+            .iter()
+            .filter(|s| {
+                s.metadata.namespace.as_deref() == Some(ns)
+                    && s.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get("kubernetes.io/service-name"))
+                        .map(|n| n.as_str())
+                        == Some(name)
+            })
+            .cloned()
+            .collect();
+        let port = port_of_id(svc, &spec.id).unwrap();
+        assert_eq!(members(&slices, port), spec.backends, "{}", spec.id);
+    }
+    // An id whose port the Service no longer has.
+    let svc = &o.services[0];
+    let gone = ServiceId(format!("shop/{}:9@kubernetes", svc.metadata.name.as_deref().unwrap()));
+    assert!(port_of_id(svc, &gone).is_none());
+}

@@ -1,7 +1,9 @@
 //! The Kubernetes provider: kube-rs watchers with reflector stores on Ingresses, Services,
 //! EndpointSlices and TLS Secrets (all namespaces or the listed ones). It publishes only once every initial list
 //! is complete, coalesces bursts of events, and keeps the last good state through dropped
-//! watches, 410 relists (the store is replaced whole on `InitDone`) and API outages.
+//! watches, 410 relists (the store is replaced whole on `InitDone`) and API outages. A burst of
+//! EndpointSlice events alone (membership) updates only the members of their Services' services;
+//! any other change maps the whole state again.
 
 pub mod mapping;
 
@@ -31,8 +33,31 @@ const COALESCE: Duration = Duration::from_millis(10);
 enum Msg {
     /// Stream `i` finished an initial list (or a relist).
     Listed(usize),
-    Changed,
+    Changed(Change),
     Error(String),
+}
+
+/// What an object's change can touch in the published state.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Change {
+    /// Anything: routes, settings, certificates (the whole state is mapped again).
+    Any,
+    /// Only the members of the services published for this Service (namespace, name): an
+    /// EndpointSlice of it was added, changed or deleted.
+    Members(String, String),
+}
+
+fn any<K>(_: &K) -> Change {
+    Change::Any
+}
+
+/// An EndpointSlice's change touches its Service's members only.
+fn slice_change(s: &EndpointSlice) -> Change {
+    let owner = s.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name"));
+    match owner {
+        Some(owner) => Change::Members(s.metadata.namespace.clone().unwrap_or_else(|| "default".into()), owner.clone()),
+        None => Change::Any,
+    }
 }
 
 pub struct Kubernetes {
@@ -89,7 +114,13 @@ impl Stores {
     }
 }
 
-fn watch<K>(api: Api<K>, index: usize, fields: Option<&str>, streams: &mut SelectAll<BoxStream<'static, Msg>>) -> Store<K>
+fn watch<K>(
+    api: Api<K>,
+    index: usize,
+    fields: Option<&str>,
+    change: fn(&K) -> Change,
+    streams: &mut SelectAll<BoxStream<'static, Msg>>,
+) -> Store<K>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Default,
@@ -101,7 +132,9 @@ where
     }
     let s = watcher::watcher(api, wc).default_backoff().reflect(writer).map(move |ev| match ev {
         Ok(Event::InitDone) => Msg::Listed(index),
-        Ok(_) => Msg::Changed,
+        Ok(Event::Apply(o) | Event::Delete(o)) => Msg::Changed(change(&o)),
+        // A relist: the whole state is mapped again at its InitDone.
+        Ok(Event::Init | Event::InitApply(_)) => Msg::Changed(Change::Any),
         Err(e) => Msg::Error(e.to_string()),
     });
     streams.push(s.boxed());
@@ -134,13 +167,15 @@ impl Kubernetes {
                     }
                 };
             }
-            stores.ingresses.push(watch(api!(Ingress), i, None, &mut streams));
-            stores.services.push(watch(api!(Service), i + 1, None, &mut streams));
-            stores.slices.push(watch(api!(EndpointSlice), i + 2, None, &mut streams));
+            stores.ingresses.push(watch(api!(Ingress), i, None, any, &mut streams));
+            stores.services.push(watch(api!(Service), i + 1, None, any, &mut streams));
+            stores
+                .slices
+                .push(watch(api!(EndpointSlice), i + 2, None, slice_change, &mut streams));
             // Only TLS Secrets, and only to serve the certificates Ingresses ask for.
             stores
                 .secrets
-                .push(watch(api!(Secret), i + 3, Some("type=kubernetes.io/tls"), &mut streams));
+                .push(watch(api!(Secret), i + 3, Some("type=kubernetes.io/tls"), any, &mut streams));
             i += 4;
         }
         (stores, streams)
@@ -166,6 +201,49 @@ impl Kubernetes {
         );
         self.shared.provider_synced("kubernetes", None);
     }
+
+    /// Publish new members for the services of the Services named, and nothing else: what an
+    /// EndpointSlice event needs, at a cost proportional to the services touched (the registry
+    /// swaps each in its cell). False when that cannot be done (a Service or port is gone, or
+    /// the registry does not have the service): the caller publishes the whole state.
+    fn publish_members(&self, stores: &Stores, changed: &[(String, String)]) -> bool {
+        let mut updates = Vec::new();
+        for (ns, name) in changed {
+            let ids = self.shared.registry.published_ids("kubernetes", &format!("{ns}/{name}:"));
+            if ids.is_empty() {
+                continue; // no route leads to this Service
+            }
+            let key = reflector::ObjectRef::<Service>::new(name).within(ns);
+            let Some(svc) = stores.services.iter().find_map(|s| s.get(&key)) else {
+                return false;
+            };
+            let slices: Vec<Arc<EndpointSlice>> = stores
+                .slices
+                .iter()
+                .flat_map(|s| s.state())
+                .filter(|s| slice_change(s) == Change::Members(ns.clone(), name.clone()))
+                .collect();
+            for id in ids {
+                let Some(port) = mapping::port_of_id(&svc, &id) else {
+                    return false;
+                };
+                updates.push((id, mapping::members(&slices, port)));
+            }
+        }
+        if updates.is_empty() {
+            return true;
+        }
+        let Some(stats) = self.shared.registry.update_members("kubernetes", updates) else {
+            return false;
+        };
+        log::debug!(
+            "kubernetes: members updated ({} services rebuilt, {} unchanged)",
+            stats.services_rebuilt,
+            stats.services_reused
+        );
+        self.shared.provider_synced("kubernetes", None);
+        true
+    }
 }
 
 #[async_trait]
@@ -188,6 +266,7 @@ impl BackgroundService for Kubernetes {
         let mut listed = vec![false; streams.len()];
         let mut failing = false;
         let mut skipped = Vec::new();
+        let mut published = false;
         loop {
             let msg = tokio::select! {
                 _ = shutdown.changed() => return,
@@ -196,14 +275,19 @@ impl BackgroundService for Kubernetes {
             let Some(mut msg) = msg else { return };
             // Take everything that arrives within the coalescing window.
             let mut dirty = false;
+            let mut changes = std::collections::BTreeSet::new();
             let deadline = tokio::time::Instant::now() + COALESCE;
             loop {
                 match msg {
                     Msg::Listed(i) => {
                         listed[i] = true;
                         dirty = true;
+                        changes.insert(Change::Any);
                     }
-                    Msg::Changed => dirty = true,
+                    Msg::Changed(c) => {
+                        dirty = true;
+                        changes.insert(c);
+                    }
                     Msg::Error(e) => {
                         self.shared.provider_failed("kubernetes", e.clone());
                         if !failing {
@@ -223,7 +307,20 @@ impl BackgroundService for Kubernetes {
                 failing = false;
             }
             if dirty && listed.iter().all(|l| *l) {
-                self.publish(&stores, &mut skipped);
+                // Slices alone changed, after a first whole publish: only their services'
+                // members; anything else maps the whole state again.
+                let members: Option<Vec<(String, String)>> = changes
+                    .into_iter()
+                    .map(|c| match c {
+                        Change::Members(ns, name) => Some((ns, name)),
+                        Change::Any => None,
+                    })
+                    .collect();
+                let done = published && members.is_some_and(|m| self.publish_members(&stores, &m));
+                if !done {
+                    self.publish(&stores, &mut skipped);
+                    published = true;
+                }
             }
         }
     }

@@ -362,7 +362,7 @@ impl Lane {
             .proxy
             .route(req.str(buf, &req.host), req.str(buf, &req.path), req.str(buf, &req.target))
         {
-            Ok(target) if target.service.as_ref().is_some_and(|s| s.spec.upstream_tls.is_some()) => return None,
+            Ok(target) if target.service.as_ref().is_some_and(|c| c.with(|s| s.spec.upstream_tls.is_some())) => return None,
             Ok(target) => self.proxy.admit(ctx, target),
             Err(answer) => answer,
         };
