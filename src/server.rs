@@ -18,6 +18,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -93,29 +94,41 @@ struct Graceful<A> {
 }
 
 impl<A: ServerApp + Send + Sync + 'static> crate::accept::Accept for Graceful<A> {
-    async fn accepted(self: Arc<Self>, tcp: tokio::net::TcpStream, peer: SocketAddr, shutdown: ShutdownWatch) {
+    /// The stream is set up before the future is made (a plain HTTP connection needs no await
+    /// for it), so the future, which is the connection's task, keeps neither the accepted
+    /// socket nor the address beside the stream made of them.
+    fn accepted(self: Arc<Self>, tcp: tokio::net::TcpStream, peer: SocketAddr, shutdown: ShutdownWatch) -> impl Future<Output = ()> + Send {
         use crate::proxy::below::Below;
-        let Some(_open) = crate::metrics::OpenGuard::within(&self.counters, self.max_connections) else {
-            return;
-        };
-        let mut stream: Stream = match self.head_timeout {
+        let open = crate::metrics::OpenGuard::within(&self.counters, self.max_connections);
+        let stream = match self.head_timeout {
             // Plain HTTP with no PROXY header: the socket as accepted, under the deadline layer.
-            Some(t) if self.proxy_protocol.is_none() => {
-                crate::proxy::deadline::HeadDeadline::wrap(Below::tcp(tcp, peer), t, self.counters.clone())
-            }
-            _ => {
-                let l4 = l4_stream(tcp, peer);
-                let Some(s) = crate::proxy::tcp::accept_proxy(l4, self.proxy_protocol.as_ref(), &self.counters, "entrypoint").await else {
-                    return;
-                };
-                match self.head_timeout {
-                    Some(t) => crate::proxy::deadline::HeadDeadline::wrap(Below::Stream(s), t, self.counters.clone()),
-                    None => s,
-                }
-            }
+            Some(t) if self.proxy_protocol.is_none() => Ok(crate::proxy::deadline::HeadDeadline::wrap(
+                Below::tcp(tcp, peer),
+                t,
+                self.counters.clone(),
+            )),
+            // TLS or a PROXY header comes first.
+            _ => Err(l4_stream(tcp, peer)),
         };
-        while let Some(s) = self.inner.process_new(stream, &shutdown).await {
-            stream = s;
+        async move {
+            let Some(_open) = open else { return };
+            let mut stream = match stream {
+                Ok(s) => s,
+                Err(l4) => {
+                    // Boxed: not part of what every plain HTTP connection's task holds.
+                    let proxied = crate::proxy::tcp::accept_proxy(l4, self.proxy_protocol.as_ref(), &self.counters, "entrypoint");
+                    let Some(s) = Box::pin(proxied).await else {
+                        return;
+                    };
+                    match self.head_timeout {
+                        Some(t) => crate::proxy::deadline::HeadDeadline::wrap(Below::Stream(s), t, self.counters.clone()),
+                        None => s,
+                    }
+                }
+            };
+            while let Some(s) = self.inner.process_new(stream, &shutdown).await {
+                stream = s;
+            }
         }
     }
 
@@ -421,5 +434,44 @@ impl Drop for Running {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accept::Accept;
+
+    struct Nothing;
+
+    #[async_trait]
+    impl ServerApp for Nothing {
+        async fn process_new(self: &Arc<Self>, _: Stream, _: &ShutdownWatch) -> Option<Stream> {
+            None
+        }
+    }
+
+    /// What every open plain HTTP connection's task holds beside the layers it calls: the
+    /// stream, the open-connection count, the stop signal and the call in progress. The
+    /// accepted socket and address are made into the stream before the task, and the PROXY
+    /// header's reader is boxed (it was 616 bytes, holding the socket's digest).
+    #[tokio::test]
+    async fn a_connection_task_holds_only_its_stream() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (tcp, peer) = listener.accept().await.unwrap();
+        let graceful = Arc::new(Graceful {
+            inner: Arc::new(Nothing),
+            linger: Duration::ZERO,
+            counters: Arc::default(),
+            proxy_protocol: None,
+            max_connections: 0,
+            head_timeout: Some(Duration::from_secs(1)),
+        });
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        let task = graceful.accepted(tcp, peer, shutdown);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 128, "a connection's task future is {size} bytes");
+        task.await;
     }
 }
