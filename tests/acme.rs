@@ -161,16 +161,7 @@ async fn pebble(ca: &common::certs::Ca, l: &mut Lariat) -> Pebble {
 fn acme_conf(p: &Pebble, storage: &std::path::Path, renew_before: &str) -> String {
     format!(
         r#"
-[server]
-threads = 1
-grace_period = "0s"
-access_log = false
-[admin]
-listen = "{{admin}}"
-[entrypoints.web]
-listen = "{{web}}"
-kind = "http"
-[entrypoints.websecure]
+{PREAMBLE}[entrypoints.websecure]
 listen = "{{websecure}}"
 kind = "https"
 [[routes]]

@@ -13,16 +13,7 @@ use tokio::time::Instant;
 fn base(service: &str) -> String {
     format!(
         r#"
-[server]
-threads = 1
-grace_period = "0s"
-access_log = false
-[admin]
-listen = "{{admin}}"
-[entrypoints.web]
-listen = "{{web}}"
-kind = "http"
-[providers.file]
+{PREAMBLE}[providers.file]
 poll_interval = "50ms"
 [[routes]]
 service = "app"

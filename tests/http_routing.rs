@@ -6,18 +6,6 @@ use common::*;
 use std::collections::HashMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const BASE: &str = r#"
-[server]
-threads = 1
-grace_period = "0s"
-access_log = false
-[admin]
-listen = "{admin}"
-[entrypoints.web]
-listen = "{web}"
-kind = "http"
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_precedence_and_longest_prefix() {
     let (exact, wild, any, api, v2) = (
@@ -35,7 +23,7 @@ async fn host_precedence_and_longest_prefix() {
         ("b:v2", v2.addr.to_string()),
     ];
     let conf = format!(
-        "{BASE}{}",
+        "{PREAMBLE}{}",
         r#"
 [[routes]]
 service = "any"
@@ -87,7 +75,7 @@ backends = ["{b:v2}"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_route_is_404_and_no_backend_is_503() {
     let conf = format!(
-        "{BASE}{}",
+        "{PREAMBLE}{}",
         r#"
 [[routes]]
 host = "empty.test"
@@ -114,7 +102,7 @@ backends = []
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_headers_are_set() {
     let b = http_backend("b").await;
-    let conf = format!("{BASE}[[routes]]\nservice = \"s\"\n[services.s]\nbackends = [\"{{b:s}}\"]\n");
+    let conf = format!("{PREAMBLE}[[routes]]\nservice = \"s\"\n[services.s]\nbackends = [\"{{b:s}}\"]\n");
     let l = Lariat::new(&[("b:s", b.addr.to_string())]).start(&conf).await;
     let c = client();
     // A GET is the fast lane's; a POST with a body is Pingora's path, which learns the client's
@@ -150,7 +138,7 @@ async fn weights_are_honoured() {
     let (a, b) = (http_backend("a").await, http_backend("b").await);
     for balance in ["round_robin", "random"] {
         let conf = format!(
-            "{BASE}[[routes]]\nservice = \"s\"\n[services.s]\nbalance = \"{balance}\"\nbackends = [\"{{b:a}}\", {{ addr = \"{{b:b}}\", weight = 3 }}]\n"
+            "{PREAMBLE}[[routes]]\nservice = \"s\"\n[services.s]\nbalance = \"{balance}\"\nbackends = [\"{{b:a}}\", {{ addr = \"{{b:b}}\", weight = 3 }}]\n"
         );
         let l = Lariat::new(&[("b:a", a.addr.to_string()), ("b:b", b.addr.to_string())])
             .start(&conf)
@@ -179,7 +167,7 @@ async fn consistent_hash_is_sticky() {
         ("b:c", backends[2].addr.to_string()),
     ];
     let conf = format!(
-        "{BASE}[[routes]]\nservice = \"s\"\n[services.s]\nbalance = \"consistent_hash\"\nhash_key = \"header:X-User\"\nbackends = [\"{{b:a}}\", \"{{b:b}}\", \"{{b:c}}\"]\n"
+        "{PREAMBLE}[[routes]]\nservice = \"s\"\n[services.s]\nbalance = \"consistent_hash\"\nhash_key = \"header:X-User\"\nbackends = [\"{{b:a}}\", \"{{b:b}}\", \"{{b:c}}\"]\n"
     );
     let l = Lariat::new(&extra).start(&conf).await;
     let c = client();
@@ -206,8 +194,9 @@ async fn refused_backend_costs_no_errors() {
     let (a, b) = (http_backend("a").await, http_backend("b").await);
     let (_guard, dead) = refusing_addr();
     let dead = dead.to_string();
-    let conf =
-        format!("{BASE}[[routes]]\nservice = \"s\"\n[services.s]\nretries = 2\nbackends = [\"{{b:a}}\", \"{{b:dead}}\", \"{{b:b}}\"]\n");
+    let conf = format!(
+        "{PREAMBLE}[[routes]]\nservice = \"s\"\n[services.s]\nretries = 2\nbackends = [\"{{b:a}}\", \"{{b:dead}}\", \"{{b:b}}\"]\n"
+    );
     let l = Lariat::new(&[("b:a", a.addr.to_string()), ("b:b", b.addr.to_string()), ("b:dead", dead)])
         .start(&conf)
         .await;
@@ -225,7 +214,7 @@ async fn refused_backend_costs_no_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_prior_knowledge_and_streaming_and_upgrade() {
     let b = http_backend("b").await;
-    let conf = format!("{BASE}[[routes]]\nservice = \"s\"\n[services.s]\nbackends = [\"{{b:s}}\"]\n");
+    let conf = format!("{PREAMBLE}[[routes]]\nservice = \"s\"\n[services.s]\nbackends = [\"{{b:s}}\"]\n");
     let l = Lariat::new(&[("b:s", b.addr.to_string())]).start(&conf).await;
 
     // HTTP/2 with prior knowledge
@@ -272,7 +261,7 @@ async fn h2c_prior_knowledge_and_streaming_and_upgrade() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_bodies_reach_the_backend() {
     let b = http_backend("b").await;
-    let conf = format!("{BASE}[[routes]]\nservice = \"s\"\n[services.s]\nbackends = [\"{{b:s}}\"]\n");
+    let conf = format!("{PREAMBLE}[[routes]]\nservice = \"s\"\n[services.s]\nbackends = [\"{{b:s}}\"]\n");
     let l = Lariat::new(&[("b:s", b.addr.to_string())]).start(&conf).await;
     let body = vec![b'x'; 3 * 1024 * 1024];
     let r = client().post(l.url("web", "/upload")).body(body).send().await.unwrap();
@@ -316,7 +305,7 @@ async fn read_one(s: &mut tokio::net::TcpStream) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kept_alive_connections_resume_after_idle() {
     let app = http_backend("app").await;
-    let conf = format!("{BASE}[[routes]]\nservice = \"app\"\n[services.app]\nbackends = [\"{{b:app}}\"]\n");
+    let conf = format!("{PREAMBLE}[[routes]]\nservice = \"app\"\n[services.app]\nbackends = [\"{{b:app}}\"]\n");
     let l = Lariat::new(&[("b:app", app.addr.to_string())]).start(&conf).await;
     let mut s = tokio::net::TcpStream::connect(l.addr("web")).await.unwrap();
     for i in 0..3 {

@@ -21,16 +21,7 @@ async fn pod(name: &str, n: u8, port: u16) -> HttpBackend {
 fn conf(extra: &str) -> String {
     format!(
         r#"
-[server]
-threads = 1
-grace_period = "0s"
-access_log = false
-[admin]
-listen = "{{admin}}"
-[entrypoints.web]
-listen = "{{web}}"
-kind = "http"
-[entrypoints.pg]
+{PREAMBLE}[entrypoints.pg]
 listen = "{{pg}}"
 kind = "tcp"
 [providers.kubernetes]

@@ -10,16 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 fn conf(trusted: &str) -> String {
     format!(
         r#"
-[server]
-threads = 1
-grace_period = "0s"
-access_log = false
-[admin]
-listen = "{{admin}}"
-[entrypoints.web]
-listen = "{{web}}"
-kind = "http"
-proxy_protocol = {{ trusted = [{trusted}] }}
+{PREAMBLE}proxy_protocol = {{ trusted = [{trusted}] }}
 [entrypoints.pg]
 listen = "{{pg}}"
 kind = "tcp"

@@ -32,16 +32,7 @@ fn svc(name: &str, labels: Value, containers: Vec<Value>, health_check: Value) -
 fn conf(extra: &str) -> String {
     format!(
         r#"
-[server]
-threads = 1
-grace_period = "0s"
-access_log = false
-[admin]
-listen = "{{admin}}"
-[entrypoints.web]
-listen = "{{web}}"
-kind = "http"
-[entrypoints.pg]
+{PREAMBLE}[entrypoints.pg]
 listen = "{{pg}}"
 kind = "tcp"
 [providers.rancher]

@@ -10,16 +10,7 @@ use std::time::Duration;
 fn conf(service_backends: &str, extra_route: &str) -> String {
     format!(
         r#"
-[server]
-threads = 1
-grace_period = "0s"
-access_log = false
-[admin]
-listen = "{{admin}}"
-[entrypoints.web]
-listen = "{{web}}"
-kind = "http"
-[providers.file]
+{PREAMBLE}[providers.file]
 poll_interval = "50ms"
 [[routes]]
 service = "app"

@@ -22,16 +22,7 @@ async fn served_names(l: &Lariat, ca: &Ca, sni: &str) -> Result<Vec<String>, Str
 fn conf(certs: &str) -> String {
     format!(
         r#"
-[server]
-threads = 1
-grace_period = "0s"
-access_log = false
-[admin]
-listen = "{{admin}}"
-[entrypoints.web]
-listen = "{{web}}"
-kind = "http"
-redirect_https = "websecure"
+{PREAMBLE}redirect_https = "websecure"
 [entrypoints.websecure]
 listen = "{{websecure}}"
 kind = "https"
@@ -499,16 +490,7 @@ async fn https_backends_verified_against_ca_file() {
     l.extra.insert("b:secure".into(), backend.to_string());
     let conf = format!(
         r#"
-[server]
-threads = 1
-grace_period = "0s"
-access_log = false
-[admin]
-listen = "{{admin}}"
-[entrypoints.web]
-listen = "{{web}}"
-kind = "http"
-[[routes]]
+{PREAMBLE}[[routes]]
 host = "good.test"
 service = "good"
 [[routes]]

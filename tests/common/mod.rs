@@ -288,6 +288,20 @@ pub async fn tcp_echo() -> TcpEcho {
     TcpEcho { addr, connections, task }
 }
 
+/// The start of most test configs: one worker thread, no grace period, no access log, the admin
+/// listener and one http entrypoint `web` (keys that follow continue `[entrypoints.web]`). A
+/// template, like the rest of the config: `{admin}` and `{web}` become fresh addresses.
+pub const PREAMBLE: &str = r#"[server]
+threads = 1
+grace_period = "0s"
+access_log = false
+[admin]
+listen = "{admin}"
+[entrypoints.web]
+listen = "{web}"
+kind = "http"
+"#;
+
 /// The config most tests start from: the admin listener, one http entrypoint `web`, every
 /// request routed to service `app` at `{b:app}` with `retries`. Tests add keys by replacing lines.
 pub fn one_service_conf(access_log: bool, retries: u32) -> String {
