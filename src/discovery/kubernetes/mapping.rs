@@ -58,10 +58,8 @@ impl<'a> Index<'a> {
         let services = o.services.iter().map(|s| (ns_name(&s.metadata), s.as_ref())).collect();
         let mut slices: BTreeMap<(String, String), Vec<&EndpointSlice>> = BTreeMap::new();
         for s in &o.slices {
-            let owner = s.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name"));
-            if let Some(owner) = owner {
-                let ns = s.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-                slices.entry((ns, owner.clone())).or_default().push(s.as_ref());
+            if let Some(owner) = slice_owner(s) {
+                slices.entry(owner).or_default().push(s.as_ref());
             }
         }
         Index { services, slices }
@@ -92,6 +90,13 @@ impl<'a> Index<'a> {
         let slices = self.slices.get(&(ns.to_string(), svc.to_string()));
         members_of(slices.into_iter().flatten().copied(), port)
     }
+}
+
+/// The Service (namespace, name) an EndpointSlice belongs to, by its `kubernetes.io/service-name`
+/// label.
+pub fn slice_owner(s: &EndpointSlice) -> Option<(String, String)> {
+    let owner = s.metadata.labels.as_ref()?.get("kubernetes.io/service-name")?;
+    Some((s.metadata.namespace.clone().unwrap_or_else(|| "default".into()), owner.clone()))
 }
 
 /// The members of a Service's port, from the Service's slices (all of them, and only them).

@@ -243,15 +243,7 @@ fn members_of_one_service_match_the_whole_mapping() {
         let slices: Vec<Arc<EndpointSlice>> = o
             .slices
             .iter()
-            .filter(|s| {
-                s.metadata.namespace.as_deref() == Some(ns)
-                    && s.metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get("kubernetes.io/service-name"))
-                        .map(|n| n.as_str())
-                        == Some(name)
-            })
+            .filter(|s| slice_owner(s) == Some((ns.to_string(), name.to_string())))
             .cloned()
             .collect();
         let port = port_of_id(svc, &spec.id).unwrap();

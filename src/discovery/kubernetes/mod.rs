@@ -23,6 +23,7 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,9 +54,8 @@ fn any<K>(_: &K) -> Change {
 
 /// An EndpointSlice's change touches its Service's members only.
 fn slice_change(s: &EndpointSlice) -> Change {
-    let owner = s.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name"));
-    match owner {
-        Some(owner) => Change::Members(s.metadata.namespace.clone().unwrap_or_else(|| "default".into()), owner.clone()),
+    match mapping::slice_owner(s) {
+        Some((ns, name)) => Change::Members(ns, name),
         None => Change::Any,
     }
 }
@@ -206,28 +206,30 @@ impl Kubernetes {
     /// EndpointSlice event needs, at a cost proportional to the services touched (the registry
     /// swaps each in its cell). False when that cannot be done (a Service or port is gone, or
     /// the registry does not have the service): the caller publishes the whole state.
-    fn publish_members(&self, stores: &Stores, changed: &[(String, String)]) -> bool {
+    fn publish_members(&self, stores: &Stores, changed: &BTreeSet<(String, String)>) -> bool {
+        // The slices of the Services named, in one pass over the slice stores.
+        let mut slices: BTreeMap<&(String, String), Vec<Arc<EndpointSlice>>> = BTreeMap::new();
+        for slice in stores.slices.iter().flat_map(|s| s.state()) {
+            if let Some(key) = mapping::slice_owner(&slice).and_then(|o| changed.get(&o)) {
+                slices.entry(key).or_default().push(slice);
+            }
+        }
         let mut updates = Vec::new();
-        for (ns, name) in changed {
+        for key @ (ns, name) in changed {
             let ids = self.shared.registry.published_ids("kubernetes", &format!("{ns}/{name}:"));
             if ids.is_empty() {
                 continue; // no route leads to this Service
             }
-            let key = reflector::ObjectRef::<Service>::new(name).within(ns);
-            let Some(svc) = stores.services.iter().find_map(|s| s.get(&key)) else {
+            let svc_key = reflector::ObjectRef::<Service>::new(name).within(ns);
+            let Some(svc) = stores.services.iter().find_map(|s| s.get(&svc_key)) else {
                 return false;
             };
-            let slices: Vec<Arc<EndpointSlice>> = stores
-                .slices
-                .iter()
-                .flat_map(|s| s.state())
-                .filter(|s| slice_change(s) == Change::Members(ns.clone(), name.clone()))
-                .collect();
+            let slices = slices.get(key).map(|v| v.as_slice()).unwrap_or(&[]);
             for id in ids {
                 let Some(port) = mapping::port_of_id(&svc, &id) else {
                     return false;
                 };
-                updates.push((id, mapping::members(&slices, port)));
+                updates.push((id, mapping::members(slices, port)));
             }
         }
         if updates.is_empty() {
@@ -275,7 +277,7 @@ impl BackgroundService for Kubernetes {
             let Some(mut msg) = msg else { return };
             // Take everything that arrives within the coalescing window.
             let mut dirty = false;
-            let mut changes = std::collections::BTreeSet::new();
+            let mut changes = BTreeSet::new();
             let deadline = tokio::time::Instant::now() + COALESCE;
             loop {
                 match msg {
@@ -309,7 +311,7 @@ impl BackgroundService for Kubernetes {
             if dirty && listed.iter().all(|l| *l) {
                 // Slices alone changed, after a first whole publish: only their services'
                 // members; anything else maps the whole state again.
-                let members: Option<Vec<(String, String)>> = changes
+                let members: Option<BTreeSet<(String, String)>> = changes
                     .into_iter()
                     .map(|c| match c {
                         Change::Members(ns, name) => Some((ns, name)),
