@@ -53,7 +53,7 @@ impl Below {
     pub fn client_addr(&self) -> Option<SocketAddr> {
         match self {
             Below::Tcp { peer, .. } => Some(*peer),
-            Below::Stream(s) => s.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied()),
+            Below::Stream(s) => super::tcp::client_of(s),
         }
     }
 
