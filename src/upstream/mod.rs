@@ -35,6 +35,17 @@ impl ServiceCell {
         self.0.load_full()
     }
 
+    /// Give the service `spec`: swapped in for a new one built from it (members kept by
+    /// address) when it differs from the current spec. True when it did.
+    fn set(&self, spec: &ServiceSpec) -> bool {
+        let cur = self.load();
+        if cur.spec == *spec {
+            return false;
+        }
+        self.0.store(Arc::new(Service::build(spec.clone(), Some(&cur))));
+        true
+    }
+
     /// A look at the service as of now, without taking a reference to keep.
     pub fn with<R>(&self, f: impl FnOnce(&Service) -> R) -> R {
         f(&self.0.load())
@@ -77,6 +88,15 @@ pub struct ApplyStats {
     /// Whether a new snapshot (route tables and all) was made: the routes or the set of
     /// services changed.
     pub routes_rebuilt: bool,
+}
+
+impl ApplyStats {
+    fn count(&mut self, rebuilt: bool) {
+        match rebuilt {
+            true => self.services_rebuilt += 1,
+            false => self.services_reused += 1,
+        }
+    }
 }
 
 /// What one provider published last.
@@ -168,13 +188,7 @@ impl Registry {
                 }
                 let cell = match old.cells.get(id) {
                     Some(cell) => {
-                        let cur = cell.load();
-                        if cur.spec == *spec {
-                            stats.services_reused += 1;
-                        } else {
-                            stats.services_rebuilt += 1;
-                            cell.0.store(Arc::new(Service::build(spec.clone(), Some(&cur))));
-                        }
+                        stats.count(cell.set(spec));
                         cell.clone()
                     }
                     None => {
@@ -216,14 +230,8 @@ impl Registry {
             let (Some(spec), Some(cell)) = (p.services.get_mut(&id), snap.cells.get(&id)) else {
                 continue;
             };
-            if spec.backends == backends {
-                stats.services_reused += 1;
-                continue;
-            }
             spec.backends = backends;
-            let cur = cell.load();
-            cell.0.store(Arc::new(Service::build(spec.clone(), Some(&cur))));
-            stats.services_rebuilt += 1;
+            stats.count(cell.set(spec));
         }
         self.member_updates.fetch_add(1, Ordering::Relaxed);
         self.version.fetch_add(1, Ordering::Relaxed);
