@@ -57,6 +57,22 @@ async fn wait_route(l: &Lariat, host: &str, path: &str, want: (u16, &str), limit
     }
 }
 
+/// Wait until 20 requests in a row to shop.example.com are answered by `pod`: `other` no longer
+/// gets traffic. Panics after `limit`.
+async fn only_routed_to(l: &Lariat, pod: &str, limit: Duration, other: &str) -> Duration {
+    let t0 = Instant::now();
+    let mut streak = 0;
+    while streak < 20 {
+        streak = if route(l, "shop.example.com", "/").await.1 == pod {
+            streak + 1
+        } else {
+            0
+        };
+        assert!(t0.elapsed() < limit, "{other} still routed after {limit:?}");
+    }
+    t0.elapsed()
+}
+
 fn web_objects(api: &FakeKube, port: u16, endpoints: &[(&str, bool)]) {
     api.put(
         Kind::Service,
@@ -122,17 +138,8 @@ async fn ingress_routes_and_readiness_flips() {
             &[("127.0.0.51", false), ("127.0.0.52", true)],
         ),
     );
-    let t0 = Instant::now();
-    let mut streak = 0;
-    while streak < 20 {
-        streak = if route(&l, "shop.example.com", "/").await.1 == "p2" {
-            streak + 1
-        } else {
-            0
-        };
-        assert!(t0.elapsed() < Duration::from_secs(2), "unready endpoint still routed after 2 s");
-    }
-    eprintln!("kubernetes convergence, endpoint unready: {:?}", t0.elapsed());
+    let took = only_routed_to(&l, "p2", Duration::from_secs(2), "the unready endpoint").await;
+    eprintln!("kubernetes convergence, endpoint unready: {took:?}");
     // Scale down to nothing: 503; scale up with a second slice: both.
     api.put(Kind::EndpointSlice, slice("shop", "web-abc", "web", "http", port, &[]));
     wait_route(&l, "shop.example.com", "/", (503, ""), Duration::from_secs(5)).await;
@@ -152,19 +159,7 @@ async fn ingress_routes_and_readiness_flips() {
     assert_eq!(seen.len(), 2, "two slices of one service merge: {seen:?}");
     // A slice deleted: its endpoints leave.
     api.delete(Kind::EndpointSlice, "shop", "web-def");
-    let t0 = Instant::now();
-    let mut streak = 0;
-    while streak < 20 {
-        streak = if route(&l, "shop.example.com", "/").await.1 == "p1" {
-            streak + 1
-        } else {
-            0
-        };
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "a deleted slice's endpoint still routed after 5 s"
-        );
-    }
+    only_routed_to(&l, "p1", Duration::from_secs(5), "a deleted slice's endpoint").await;
     assert!(Arc::ptr_eq(&snap0, &registry.snapshot()), "a slice event made a new snapshot");
     let (updates, changes) = (registry.member_updates() - updates0, registry.version() - version0);
     assert!(updates >= 5, "{updates} member updates for 6 slice events");

@@ -336,19 +336,7 @@ async fn https_http1_requests_take_the_lane() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_response_sends_an_idempotent_request_elsewhere() {
     let good = backend(Keep::All).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let bad = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!")
-                    .await;
-            });
-        }
-    });
+    let bad = raw_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!").await;
     let conf = base_conf().replace("backends = [\"{b:app}\"]", "backends = [\"{b:app}\", \"{b:bad}\"]");
     let l = Lariat::new(&[("b:app", good.addr.to_string()), ("b:bad", bad.to_string())])
         .start(&conf)

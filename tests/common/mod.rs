@@ -302,6 +302,23 @@ listen = "{web}"
 kind = "http"
 "#;
 
+/// A backend that answers every request with these raw bytes, then closes.
+pub async fn raw_backend(answer: &'static [u8]) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(answer).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
 /// The config most tests start from: the admin listener, one http entrypoint `web`, every
 /// request routed to service `app` at `{b:app}` with `retries`. Tests add keys by replacing lines.
 pub fn one_service_conf(access_log: bool, retries: u32) -> String {
