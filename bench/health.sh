@@ -7,13 +7,18 @@
 #
 #   bench/health.sh
 #   BACKENDS=1000 DURATION=20 bench/health.sh
+#   KINDS=tcp NO_HAPROXY=1 PERF=/tmp/checks bench/health.sh   # TCP only, and a profile of lariat
 # Needs: nginx curl (apt-get install nginx curl), and a release build of lariat.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BACKENDS=${BACKENDS:-10000}
 DURATION=${DURATION:-30}
 PER_SERVICE=100
-BASE_PORT=40000
+# Below the kernel's ephemeral port range (net.ipv4.ip_local_port_range, 32768-60999 by default):
+# 10,000 listeners inside it would make every outgoing connect of the checker search past them
+# for a free source port, a cost of this one-host setup that a checker of remote backends does
+# not pay.
+BASE_PORT=${BASE_PORT:-20000}
 ulimit -n "$(ulimit -Hn)" # 10,000 listening sockets for the origin, and its connections
 . bench/lib.sh
 need "health bench" "nginx curl" nginx curl
@@ -76,8 +81,8 @@ timeout = "2s"
 PY
 for k in 0 1 2 3; do taskset -c 0 nginx -c "$WORK/origin$k.conf" -p "$WORK" -g 'daemon on;'; done
 HZ=$(getconf CLK_TCK)
-for kind in http tcp; do
-  if command -v haproxy >/dev/null; then
+for kind in ${KINDS:-http tcp}; do
+  if [ -z "${NO_HAPROXY:-}" ] && command -v haproxy >/dev/null; then
     taskset -c 1 haproxy -db -f "$WORK/haproxy-$kind.cfg" >"$WORK/haproxy.log" 2>&1 &
     PID=$!
     sleep 6
@@ -103,5 +108,8 @@ ticks = ($u1 - $u0) + ($s1 - $s0)
 ok = $c1 - $c0
 print(f'$kind checks: {n} backends every 2 s: lariat CPU {ticks / hz / d * 100:.1f}% of one core (user {($u1-$u0)/hz/d*100:.1f}%, sys {($s1-$s0)/hz/d*100:.1f}%), {ok / d:.0f} passing checks/s (expected {n / 2:.0f}), RSS {$rss / 1024:.1f} MiB')
 "
+  if [ -n "${PERF:-}" ]; then
+    perf record -F 999 -g -p "$PID" -o "$PERF-$kind.data" -- sleep 10 >/dev/null 2>&1
+  fi
   kill $PID; wait $PID 2>/dev/null || true
 done
