@@ -6,13 +6,19 @@
 //! then costs a request and a response, not a TCP handshake and teardown. A kept connection that
 //! turns out closed when reused is replaced by a new one within the same probe, so a backend
 //! that closes idle connections is not reported down for it. TCP checks are connect-and-reset, as
-//! HAProxy makes them (see [`connect_only`]).
+//! HAProxy makes them, on reused sockets (see [`connect_only`]).
 
 use super::state::HealthCell;
 use crate::desired::{CheckKind, HealthCheckSpec};
+use socket2::{Domain, Protocol, SockAddr, SockAddrStorage, Socket, Type};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// The sockets TCP checks reuse.
+static SPARES: Spares = Spares::new();
 
 /// A response head larger than this is not a health check answer.
 const MAX_HEAD: usize = 8 * 1024;
@@ -38,7 +44,7 @@ async fn run(target: SocketAddr, kind: &CheckKind, cell: &HealthCell) -> std::io
         host,
     } = kind
     else {
-        connect_only(target).await?;
+        connect_only(target, &SPARES).await?;
         return Ok((true, "connected".into()));
     };
     let keep_alive = version == "HTTP/1.1";
@@ -78,19 +84,99 @@ fn finish(answer: Answer, s: TcpStream, cell: &HealthCell, keep_alive: bool) -> 
 }
 
 /// A TCP check as HAProxy makes it: the handshake's last ACK is held back (TCP_QUICKACK off) and
-/// the socket is closed with a reset as soon as the backend's SYN-ACK arrives. The backend's kernel
-/// has answered, so something listens; its application never has to accept, and neither side
-/// keeps a TIME_WAIT.
-async fn connect_only(target: SocketAddr) -> std::io::Result<()> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let sock = Socket::new(Domain::for_address(target), Type::STREAM, Some(Protocol::TCP))?;
-    sock.set_nonblocking(true)?;
+/// the connection is reset as soon as the backend's SYN-ACK arrives. The backend's kernel has
+/// answered, so something listens; its application never has to accept, and neither side keeps
+/// a TIME_WAIT.
+///
+/// The socket is then disconnected (a connect to AF_UNSPEC, which sends the reset) rather than
+/// closed, and kept for a later check: 5,000 checks a second would otherwise create and destroy
+/// 5,000 sockets and files. A backend on the same host (loopback, a container's veth) has
+/// answered before `connect` returns; a second `connect` tells so and the socket never enters
+/// the event loop. Only a handshake still under way waits there.
+async fn connect_only(target: SocketAddr, spares: &Spares) -> std::io::Result<()> {
+    let sock = spares.take(target)?;
     let _ = sock.set_tcp_quickack(false);
-    sock.set_linger(Some(std::time::Duration::ZERO))?;
-    let sock = tokio::net::TcpSocket::from_std_stream(sock.into());
-    let stream = sock.connect(target).await?;
-    drop(stream);
+    let to = SockAddr::from(target);
+    let sock = match sock.connect(&to) {
+        Ok(()) => sock,
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => match sock.connect(&to) {
+            Ok(()) => sock,
+            Err(e) if e.raw_os_error() == Some(libc::EISCONN) => sock,
+            Err(e) if e.raw_os_error() == Some(libc::EALREADY) => wait_connected(sock).await?,
+            Err(e) => return Err(e),
+        },
+        Err(e) => return Err(e),
+    };
+    spares.give_back(target, sock);
     Ok(())
+}
+
+/// Wait in the event loop for a handshake under way; the socket comes back out of it.
+async fn wait_connected(sock: Socket) -> std::io::Result<Socket> {
+    let stream = tokio::net::TcpStream::from_std(sock.into())?;
+    stream.writable().await?;
+    if let Some(e) = stream.take_error()? {
+        return Err(e);
+    }
+    Ok(stream.into_std()?.into())
+}
+
+/// Sockets of finished TCP checks, disconnected and ready for the next one, per address family.
+pub struct Spares {
+    v4: Mutex<Vec<Socket>>,
+    v6: Mutex<Vec<Socket>>,
+    /// Sockets created, over the process's life.
+    made: AtomicUsize,
+}
+
+/// More than this many checks are rarely between connect and reset at once.
+const MAX_SPARES: usize = 64;
+
+impl Spares {
+    pub const fn new() -> Self {
+        Spares {
+            v4: Mutex::new(Vec::new()),
+            v6: Mutex::new(Vec::new()),
+            made: AtomicUsize::new(0),
+        }
+    }
+
+    fn list(&self, target: SocketAddr) -> &Mutex<Vec<Socket>> {
+        if target.is_ipv4() {
+            &self.v4
+        } else {
+            &self.v6
+        }
+    }
+
+    /// A kept socket of `target`'s family, or a new one: non-blocking, closing with a reset.
+    fn take(&self, target: SocketAddr) -> std::io::Result<Socket> {
+        if let Some(s) = self.list(target).lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(s);
+        }
+        let sock = Socket::new(Domain::for_address(target), Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
+        self.made.fetch_add(1, Ordering::Relaxed);
+        sock.set_linger(Some(std::time::Duration::ZERO))?;
+        Ok(sock)
+    }
+
+    /// Reset the connection and keep the socket. One whose disconnect fails is closed instead.
+    fn give_back(&self, target: SocketAddr, sock: Socket) {
+        // An all-zero address is AF_UNSPEC: connect to it disconnects (RST from an open connection).
+        let storage = SockAddrStorage::zeroed();
+        let len = storage.size_of();
+        // SAFETY: the storage is zeroed and `len` is its size.
+        let unspec = unsafe { SockAddr::new(storage, len) };
+        // The disconnect leaves ECONNRESET as the socket's pending error; the next connect
+        // clears it (tcp_connect_init), so a later check never reads it as its own (tested).
+        if sock.connect(&unspec).is_err() {
+            return;
+        }
+        let mut list = self.list(target).lock().unwrap_or_else(|e| e.into_inner());
+        if list.len() < MAX_SPARES {
+            list.push(sock);
+        }
+    }
 }
 
 /// Send the request and read one response. Ok(None): the connection closed before any byte
@@ -175,6 +261,66 @@ fn status_of(buf: &[u8]) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn listener() -> (std::net::TcpListener, SocketAddr) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let a = l.local_addr().unwrap();
+        (l, a)
+    }
+
+    #[tokio::test]
+    async fn tcp_checks_reuse_one_socket_and_are_never_accepted() {
+        let (up_listener, up) = listener();
+        let down = listener().1; // its listener is gone: refused
+        let spares = Spares::new();
+        for round in 0..50 {
+            connect_only(up, &spares).await.unwrap_or_else(|e| panic!("check {round}: {e}"));
+        }
+        assert_eq!(spares.made.load(Ordering::Relaxed), 1, "50 checks, one socket");
+        assert_eq!(spares.v4.lock().unwrap().len(), 1);
+        // The handshake's last ACK was held back and the connection reset: the backend's
+        // application never saw a connection.
+        let accepted = up_listener.accept();
+        assert!(
+            matches!(&accepted, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "a check reached the backend's accept queue: {accepted:?}"
+        );
+        // A refused check reports it, and the checks after it still pass.
+        let e = connect_only(down, &spares).await.expect_err("nothing listens there");
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+        for round in 0..5 {
+            connect_only(up, &spares)
+                .await
+                .unwrap_or_else(|e| panic!("check {round} after a refusal: {e}"));
+        }
+        assert!(spares.made.load(Ordering::Relaxed) <= 2);
+        if let Ok(l6) = std::net::TcpListener::bind("[::1]:0") {
+            connect_only(l6.local_addr().unwrap(), &spares).await.expect("IPv6 check");
+            assert_eq!(spares.v6.lock().unwrap().len(), 1, "an IPv6 socket is kept apart");
+            assert_eq!(spares.v4.lock().unwrap().len(), 1);
+        }
+    }
+
+    /// A kept socket whose next handshake has to wait in the event loop (a remote backend) must
+    /// not read the reset of its previous check as its own failure.
+    #[tokio::test]
+    async fn a_kept_socket_carries_no_error_of_its_last_check() {
+        let (_l, up) = listener();
+        let spares = Spares::new();
+        connect_only(up, &spares).await.expect("first check");
+        let sock = spares.take(up).unwrap();
+        assert_eq!(spares.made.load(Ordering::Relaxed), 1, "the kept socket");
+        match sock.connect(&SockAddr::from(up)) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => panic!("connect: {e}"),
+        }
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(5), wait_connected(sock))
+            .await
+            .expect("bounded");
+        waited.expect("connected, with no error left from the last check");
+    }
 
     #[test]
     fn status_lines() {
