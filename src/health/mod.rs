@@ -9,7 +9,9 @@ mod state;
 pub use probe::probe;
 pub use state::{Active, CheckRecord, HealthCell};
 
+use crate::desired::HealthCheckSpec;
 use crate::state::Shared;
+use crate::upstream::{Member, Service};
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
@@ -65,46 +67,57 @@ impl HealthLoop {
                 }
             }
             let Some(check) = &svc.spec.health_check else { continue };
-            for m in &svc.members {
-                if let Some((from, to)) = m.health.tick(now, check) {
-                    log::warn!(
-                        "service {}: backend {} {} -> {} (not healthy within {:?})",
-                        svc.spec.id,
-                        m.addr,
-                        from.name(),
-                        to.name(),
-                        check.initializing_timeout
-                    );
-                }
-                if !m.health.claim_probe(now, check.interval, offset(&m.addr, check.interval)) {
+            let since = now.saturating_duration_since(svc.built).as_millis() as u64;
+            for (m, wake) in svc.members.iter().zip(svc.check_wake.iter()) {
+                if since < wake.load(Ordering::Relaxed) {
                     continue;
                 }
-                let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    continue; // too many probes in flight; this one waits for the next interval
-                };
-                let (m, check, id, stats) = (m.clone(), check.clone(), svc.spec.id.clone(), svc.stats.clone());
-                tokio::spawn(async move {
-                    let (ok, detail) = probe(m.addr, &check, &m.health).await;
-                    drop(permit);
-                    let counter = if ok { &stats.checks_ok } else { &stats.checks_failed };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    if let Some((from, to)) = m.health.record(ok, detail.clone(), &check) {
-                        let level = if to == Active::Healthy {
-                            log::Level::Info
-                        } else {
-                            log::Level::Warn
-                        };
-                        log::log!(
-                            level,
-                            "service {id}: backend {} {} -> {} (check: {detail})",
-                            m.addr,
-                            from.name(),
-                            to.name()
-                        );
-                    }
-                });
+                self.look(&svc, m, check, now, permits);
+                let next = m.health.next_look(now, check).saturating_duration_since(svc.built);
+                wake.store(next.as_millis() as u64, Ordering::Relaxed);
             }
         }
+    }
+
+    /// A member whose time has come: its initializing deadline, and its probe when due.
+    fn look(&self, svc: &Service, m: &Arc<Member>, check: &HealthCheckSpec, now: Instant, permits: &Arc<Semaphore>) {
+        if let Some((from, to)) = m.health.tick(now, check) {
+            log::warn!(
+                "service {}: backend {} {} -> {} (not healthy within {:?})",
+                svc.spec.id,
+                m.addr,
+                from.name(),
+                to.name(),
+                check.initializing_timeout
+            );
+        }
+        if !m.health.claim_probe(now, check.interval, || offset(&m.addr, check.interval)) {
+            return;
+        }
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            return; // too many probes in flight; this one waits for the next interval
+        };
+        let (m, check, id, stats) = (m.clone(), check.clone(), svc.spec.id.clone(), svc.stats.clone());
+        tokio::spawn(async move {
+            let (ok, detail) = probe(m.addr, &check, &m.health).await;
+            drop(permit);
+            let counter = if ok { &stats.checks_ok } else { &stats.checks_failed };
+            counter.fetch_add(1, Ordering::Relaxed);
+            if let Some((from, to)) = m.health.record(ok, detail.clone(), &check) {
+                let level = if to == Active::Healthy {
+                    log::Level::Info
+                } else {
+                    log::Level::Warn
+                };
+                log::log!(
+                    level,
+                    "service {id}: backend {} {} -> {} (check: {detail})",
+                    m.addr,
+                    from.name(),
+                    to.name()
+                );
+            }
+        });
     }
 }
 
@@ -120,5 +133,53 @@ impl BackgroundService for HealthLoop {
                 _ = tick.tick() => self.tick(Instant::now(), &permits),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::{BackendSpec, CheckKind, Desired, ServiceId, ServiceSpec};
+
+    /// The loop looks at a member only when it needs to, and still catches an initializing
+    /// deadline that comes long before the member's next probe.
+    #[tokio::test(start_paused = true)]
+    async fn the_loop_wakes_a_member_for_its_deadline_and_its_probe() {
+        // Nothing listens there: every probe fails, but one failure is below the threshold.
+        let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let mut spec = ServiceSpec::new(ServiceId("s@file".into()), vec![BackendSpec { addr: down, weight: 1 }]);
+        let mut check = HealthCheckSpec::new(CheckKind::Tcp);
+        check.interval = Duration::from_secs(10);
+        check.unhealthy_threshold = 3;
+        check.initializing_timeout = Duration::from_millis(300);
+        spec.health_check = Some(check);
+        let shared = Arc::new(Shared::new(false));
+        shared.registry.apply(
+            "file",
+            Desired {
+                http_routes: vec![],
+                tcp_routes: vec![],
+                services: vec![spec],
+                acme_names: vec![],
+            },
+        );
+        let svc = shared.registry.snapshot().services().next().unwrap();
+        let health = HealthLoop { shared: shared.clone() };
+        let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES));
+        let first_probe = offset(&down, Duration::from_secs(10)).as_millis() as u64;
+        let wake = || svc.check_wake[0].load(Ordering::Relaxed);
+
+        health.tick(Instant::now(), &permits);
+        assert_eq!(wake(), first_probe.min(300), "the sooner of the first probe and the deadline");
+        for _ in 0..5 {
+            tokio::time::advance(TICK).await;
+            health.tick(Instant::now(), &permits);
+        }
+        assert_eq!(svc.members[0].health.state(), Active::Initializing, "250 ms: not yet");
+        tokio::time::advance(TICK).await;
+        health.tick(Instant::now(), &permits);
+        assert_eq!(svc.members[0].health.state(), Active::Unhealthy, "300 ms: the deadline");
+        let next = if first_probe <= 300 { first_probe + 10_000 } else { first_probe };
+        assert_eq!(wake(), next, "then only its next probe");
     }
 }

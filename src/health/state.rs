@@ -92,11 +92,16 @@ impl HealthCell {
     }
 
     /// Is a probe due? The first is due at once plus `offset`, which spreads the probes of many
-    /// backends over the interval; then every `interval`. Claims the probe when due.
-    pub fn claim_probe(&self, now: Instant, interval: Duration, offset: Duration) -> bool {
+    /// backends over the interval; then every `interval`. Claims the probe when due. `offset`
+    /// is asked for only before the first probe (the health loop asks every member on every tick).
+    pub fn claim_probe(&self, now: Instant, interval: Duration, offset: impl FnOnce() -> Duration) -> bool {
         let now_ms = self.ms(now);
         let due = self.next_due.load(Acquire);
-        let due = if due == u64::MAX { now_ms + offset.as_millis() as u64 } else { due };
+        let due = if due == u64::MAX {
+            now_ms + offset().as_millis() as u64
+        } else {
+            due
+        };
         if now_ms < due {
             if self.next_due.load(Acquire) == u64::MAX {
                 self.next_due.store(due, Release);
@@ -112,6 +117,22 @@ impl HealthCell {
         self.next_due
             .compare_exchange(self.next_due.load(Acquire), next, AcqRel, Acquire)
             .is_ok()
+    }
+
+    /// When this backend next needs the health loop: its next probe, or while it initializes,
+    /// its initializing deadline if sooner. Before its first probe is scheduled: `now`.
+    pub fn next_look(&self, now: Instant, spec: &HealthCheckSpec) -> Instant {
+        let due = self.next_due.load(Acquire);
+        let at = if due == u64::MAX {
+            now
+        } else {
+            self.born + Duration::from_millis(due)
+        };
+        if self.state() == Active::Initializing {
+            at.min(self.born + spec.initializing_timeout)
+        } else {
+            at
+        }
     }
 
     /// Record a probe result; returns (from, to) when the state changed.
@@ -215,15 +236,15 @@ mod tests {
     async fn probes_are_spread_and_periodic() {
         let h = HealthCell::new(Instant::now());
         let (i, off) = (Duration::from_secs(2), Duration::from_millis(500));
-        assert!(!h.claim_probe(Instant::now(), i, off));
+        assert!(!h.claim_probe(Instant::now(), i, || off));
         tokio::time::advance(Duration::from_millis(499)).await;
-        assert!(!h.claim_probe(Instant::now(), i, off));
+        assert!(!h.claim_probe(Instant::now(), i, || off));
         tokio::time::advance(Duration::from_millis(1)).await;
-        assert!(h.claim_probe(Instant::now(), i, off));
-        assert!(!h.claim_probe(Instant::now(), i, off), "claimed twice");
+        assert!(h.claim_probe(Instant::now(), i, || off));
+        assert!(!h.claim_probe(Instant::now(), i, || off), "claimed twice");
         tokio::time::advance(Duration::from_millis(1999)).await;
-        assert!(!h.claim_probe(Instant::now(), i, off));
+        assert!(!h.claim_probe(Instant::now(), i, || off));
         tokio::time::advance(Duration::from_millis(1)).await;
-        assert!(h.claim_probe(Instant::now(), i, off));
+        assert!(h.claim_probe(Instant::now(), i, || off));
     }
 }

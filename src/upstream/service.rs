@@ -9,7 +9,7 @@ use crate::desired::{ServiceSpec, Strategy};
 use crate::health::Active;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -34,6 +34,11 @@ pub struct Service {
     pub fail_open: Arc<AtomicBool>,
     /// Roots for TLS to the backends, from `ca_file` (None: the system's).
     pub upstream_ca: Option<Arc<pingora_core::protocols::tls::CaType>>,
+    /// When the health loop next needs to look at each member, in ms since `built` (0: at
+    /// once): its next probe or its initializing deadline. Side by side, so a pass over 10,000
+    /// members reads one array instead of touching every member.
+    pub(crate) check_wake: Box<[AtomicU64]>,
+    pub(crate) built: Instant,
 }
 
 /// A chosen backend: its index, its connection slot, and whether the request is its breaker's probe.
@@ -138,7 +143,10 @@ impl Service {
                 }
             }
         });
+        let check_wake = members.iter().map(|_| AtomicU64::new(0)).collect();
         Service {
+            check_wake,
+            built: now,
             spec,
             members,
             draining,
