@@ -7,6 +7,14 @@
 //! TLS front or the parked wait and the fast lane). Listening sockets come from, and are
 //! recorded in, Pingora's table of listening descriptors, so `lariat --upgrade` hands them to the
 //! next process exactly as it does for Pingora's own listeners.
+//!
+//! Accepted sockets hold back their ACKs (TCP_QUICKACK off on the listener, which they inherit),
+//! as HAProxy's HTTP frontends do (`option tcp-smart-accept`): the kernel otherwise acknowledges
+//! a new connection's request at once, one segment for nothing, since the response carries the
+//! acknowledgement a moment later. 12 -> 11 segments per request with a new connection per
+//! request (bench/RESULTS.md). Where the client may be waiting for that ACK before sending more
+//! (a request head or body that has not all arrived, so a Nagle client holds its next small
+//! write), [`ack_now`] sends it.
 
 use async_trait::async_trait;
 use pingora_core::server::{ListenFds, ShutdownWatch};
@@ -18,6 +26,15 @@ use std::time::Duration;
 
 /// Pending connections the kernel queues for a listener (as Pingora's listeners do).
 const BACKLOG: i32 = 65535;
+
+/// Acknowledge what the client sent now, and acknowledge at once from here on: the request is
+/// not all here, and a client with Nagle's algorithm on may hold its next write until its last
+/// one is acknowledged. `fd` is an accepted connection's socket.
+pub fn ack_now(fd: std::os::fd::RawFd) {
+    // SAFETY: the caller's stream owns `fd` and outlives this call.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let _ = socket2::SockRef::from(&fd).set_tcp_quickack(true);
+}
 
 pub struct Entrypoint<A> {
     name: String,
@@ -47,6 +64,7 @@ fn listener(addr: SocketAddr, fds: Option<&ListenFds>) -> std::io::Result<std::n
             let socket = socket2::SockRef::from(&listener);
             socket.listen(BACKLOG)?;
             socket.set_nonblocking(true)?;
+            let _ = socket.set_tcp_quickack(false);
             return Ok(listener);
         }
     }
@@ -58,6 +76,7 @@ fn listener(addr: SocketAddr, fds: Option<&ListenFds>) -> std::io::Result<std::n
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     socket.set_nonblocking(true)?;
+    let _ = socket.set_tcp_quickack(false);
     let listener: std::net::TcpListener = socket.into();
     if let Some(fds) = fds {
         fds.lock().add(key, listener.as_raw_fd());
@@ -123,6 +142,21 @@ impl<A: Accept> pingora_core::services::Service for Entrypoint<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection's request is not acknowledged on its own: the response carries the ACK.
+    /// `ack_now` turns that off for a connection whose request is still coming.
+    #[test]
+    fn accepted_sockets_hold_back_their_acks() {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let l = listener(free, None).unwrap();
+        let _client = std::net::TcpStream::connect(free).unwrap();
+        l.set_nonblocking(false).unwrap();
+        let (accepted, _) = l.accept().unwrap();
+        let sock = socket2::SockRef::from(&accepted);
+        assert!(!sock.tcp_quickack().unwrap(), "the accepted socket acknowledges at once");
+        ack_now(accepted.as_raw_fd());
+        assert!(sock.tcp_quickack().unwrap());
+    }
 
     /// A new listener is recorded in the descriptor table under its address; with the address
     /// already in the table (a previous process's socket, as `--upgrade` passes it), that socket

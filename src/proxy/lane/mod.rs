@@ -20,7 +20,7 @@ use super::http::{hash_key, Ctx, Current, Decision, Done, HttpProxy};
 use super::respond;
 use crate::desired::{Balance, ServiceSpec};
 use crate::upstream::{Attempt, Member};
-use pingora_core::protocols::Stream;
+use pingora_core::protocols::{Stream, UniqueID};
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::ProxyHttp;
 use request::Request;
@@ -243,9 +243,11 @@ async fn relay(
 }
 
 /// Put the bytes read back in front of the stream for Pingora to read (or peek) again.
+/// Pingora's path takes requests with a body: the client may be waiting for an ACK to send it.
 fn refer(stream: Stream, buf: Vec<u8>, to: fn(Stream) -> Next) -> Next {
     match stream.into_any().downcast::<HeadDeadline>() {
         Ok(mut s) => {
+            crate::accept::ack_now(s.id());
             s.unread(buf);
             to(s)
         }
@@ -297,6 +299,7 @@ impl Lane {
             ..Default::default()
         };
         let mut maybe_h2 = h2c;
+        let mut acked = false;
         loop {
             let req = loop {
                 // Read by the lane, not peeked: a peek would cost a read of its own.
@@ -325,6 +328,11 @@ impl Lane {
                     request::Parsed::Complete(r) => break r,
                     request::Parsed::Refer => return refer(client, b.buf, Next::Pingora),
                     request::Parsed::Partial => {
+                        if !b.buf.is_empty() && !acked {
+                            // The head came in pieces: the client may want an ACK for the rest.
+                            crate::accept::ack_now(client.id());
+                            acked = true;
+                        }
                         if b.buf.capacity() - b.buf.len() < 1024 {
                             b.buf.reserve(b.buf.len().max(2048));
                         }
