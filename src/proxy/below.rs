@@ -64,6 +64,20 @@ impl Below {
         }
     }
 
+    /// Queue `data` without sending it yet (MSG_MORE), so that what follows — the FIN of a
+    /// shutdown — leaves in the same segment. Plain TCP only; how much was queued, which may be
+    /// less than all (0 when the socket is full or the stream is TLS).
+    pub fn send_more(&self, data: &[u8]) -> usize {
+        match self {
+            Below::Tcp { tcp, .. } => tcp
+                .try_io(tokio::io::Interest::WRITABLE, || {
+                    socket2::SockRef::from(tcp).send_with_flags(data, libc::MSG_MORE)
+                })
+                .unwrap_or(0),
+            Below::Stream(_) => 0,
+        }
+    }
+
     pub fn ssl(&self) -> Option<&dyn Ssl> {
         match self {
             Below::Tcp { .. } => None,
@@ -166,5 +180,55 @@ impl AsyncWrite for Below {
             Below::Tcp { tcp, .. } => tcp.is_write_vectored(),
             Below::Stream(s) => s.is_write_vectored(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// Segments this socket has received (TCP_INFO).
+    fn segs_in(s: &std::net::TcpStream) -> u32 {
+        // SAFETY: tcp_info is plain data; the kernel fills at most `len` bytes of it.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let r = unsafe {
+            libc::getsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                &mut info as *mut libc::tcp_info as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        assert_eq!(r, 0, "TCP_INFO");
+        info.tcpi_segs_in
+    }
+
+    /// A response sent just before the shutdown and the FIN leave in one segment.
+    #[tokio::test]
+    async fn the_last_bytes_and_the_fin_share_a_segment() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (tcp, peer) = l.accept().await.unwrap();
+        let mut below = Below::tcp(tcp, peer);
+        let before = segs_in(&client);
+        let answer = b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n";
+        assert_eq!(below.send_more(answer), answer.len());
+        client.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 128];
+        let early = client.read(&mut buf);
+        assert!(
+            matches!(&early, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+            "queued until the shutdown, not sent: {early:?}"
+        );
+        below.shutdown().await;
+        client.set_nonblocking(false).unwrap();
+        client.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).unwrap();
+        assert_eq!(got, answer);
+        assert_eq!(segs_in(&client) - before, 1, "the answer and the FIN in one segment");
     }
 }

@@ -109,6 +109,11 @@ impl HeadDeadline {
         }
     }
 
+    /// See [`Below::send_more`].
+    pub fn send_more(&self, data: &[u8]) -> usize {
+        self.inner.send_more(data)
+    }
+
     /// Put bytes already read back in front of the stream, to be read again.
     pub fn unread(&mut self, mut bytes: Vec<u8>) {
         bytes.extend_from_slice(&self.ahead);
