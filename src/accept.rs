@@ -52,6 +52,14 @@ impl<A> Entrypoint<A> {
     }
 }
 
+/// Options the connections accepted on `socket` inherit from it (Linux copies them from the
+/// listener), so that no accepted connection needs a system call for them: TCP_NODELAY, and
+/// TCP_QUICKACK off (see the module's doc).
+fn accepted_inherit(socket: &socket2::Socket) {
+    let _ = socket.set_tcp_nodelay(true);
+    let _ = socket.set_tcp_quickack(false);
+}
+
 /// The listening socket for `addr`: the one a previous lariat handed over (`--upgrade`), else a
 /// new one, recorded so that the next upgrade can hand it on.
 fn listener(addr: SocketAddr, fds: Option<&ListenFds>) -> std::io::Result<std::net::TcpListener> {
@@ -64,7 +72,7 @@ fn listener(addr: SocketAddr, fds: Option<&ListenFds>) -> std::io::Result<std::n
             let socket = socket2::SockRef::from(&listener);
             socket.listen(BACKLOG)?;
             socket.set_nonblocking(true)?;
-            let _ = socket.set_tcp_quickack(false);
+            accepted_inherit(&socket);
             return Ok(listener);
         }
     }
@@ -76,7 +84,7 @@ fn listener(addr: SocketAddr, fds: Option<&ListenFds>) -> std::io::Result<std::n
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     socket.set_nonblocking(true)?;
-    let _ = socket.set_tcp_quickack(false);
+    accepted_inherit(&socket);
     let listener: std::net::TcpListener = socket.into();
     if let Some(fds) = fds {
         fds.lock().add(key, listener.as_raw_fd());
@@ -84,8 +92,6 @@ fn listener(addr: SocketAddr, fds: Option<&ListenFds>) -> std::io::Result<std::n
     Ok(listener)
 }
 
-/// One accepted connection as Pingora's layers expect it: an L4 stream with TCP_NODELAY and
-/// the peer address already in its digest (no `getpeername` later).
 /// What serves the connections an entrypoint accepts.
 pub trait Accept: Send + Sync + 'static {
     /// Serve one connection for its whole life. The future is the connection's task, spawned
@@ -118,7 +124,6 @@ impl<A: Accept> pingora_core::services::Service for Entrypoint<A> {
             };
             match accepted {
                 Ok((tcp, peer)) => {
-                    let _ = tcp.set_nodelay(true);
                     tokio::spawn(app.clone().accepted(tcp, peer, shutdown.clone()));
                 }
                 Err(e) => {
@@ -143,16 +148,18 @@ impl<A: Accept> pingora_core::services::Service for Entrypoint<A> {
 mod tests {
     use super::*;
 
-    /// A connection's request is not acknowledged on its own: the response carries the ACK.
-    /// `ack_now` turns that off for a connection whose request is still coming.
+    /// An accepted connection has TCP_NODELAY from its listener, and does not acknowledge its
+    /// request on its own: the response carries the ACK. `ack_now` turns that off for a
+    /// connection whose request is still coming.
     #[test]
-    fn accepted_sockets_hold_back_their_acks() {
+    fn accepted_sockets_send_at_once_and_hold_back_their_acks() {
         let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let l = listener(free, None).unwrap();
         let _client = std::net::TcpStream::connect(free).unwrap();
         l.set_nonblocking(false).unwrap();
         let (accepted, _) = l.accept().unwrap();
         let sock = socket2::SockRef::from(&accepted);
+        assert!(sock.tcp_nodelay().unwrap(), "Nagle's algorithm on for the accepted socket");
         assert!(!sock.tcp_quickack().unwrap(), "the accepted socket acknowledges at once");
         ack_now(accepted.as_raw_fd());
         assert!(sock.tcp_quickack().unwrap());
