@@ -11,7 +11,7 @@ use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::{GetProxyDigest, GetSocketDigest, GetTimingDigest, SocketDigest, Ssl, Stream, TimingDigest};
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
@@ -70,9 +70,7 @@ impl Below {
     pub fn send_more(&self, data: &[u8]) -> usize {
         match self {
             Below::Tcp { tcp, .. } => tcp
-                .try_io(tokio::io::Interest::WRITABLE, || {
-                    socket2::SockRef::from(tcp).send_with_flags(data, libc::MSG_MORE)
-                })
+                .try_io(tokio::io::Interest::WRITABLE, || super::pump::send_more(tcp.as_fd(), data))
                 .unwrap_or(0),
             Below::Stream(_) => 0,
         }
@@ -185,26 +183,9 @@ impl AsyncWrite for Below {
 
 #[cfg(test)]
 mod tests {
+    use super::super::pump::tcp_info;
     use super::*;
     use std::io::Read;
-
-    /// Segments this socket has received (TCP_INFO).
-    fn segs_in(s: &std::net::TcpStream) -> u32 {
-        // SAFETY: tcp_info is plain data; the kernel fills at most `len` bytes of it.
-        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-        let r = unsafe {
-            libc::getsockopt(
-                s.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_INFO,
-                &mut info as *mut libc::tcp_info as *mut libc::c_void,
-                &mut len,
-            )
-        };
-        assert_eq!(r, 0, "TCP_INFO");
-        info.tcpi_segs_in
-    }
 
     /// A response sent just before the shutdown and the FIN leave in one segment.
     #[tokio::test]
@@ -213,7 +194,7 @@ mod tests {
         let mut client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (tcp, peer) = l.accept().await.unwrap();
         let mut below = Below::tcp(tcp, peer);
-        let before = segs_in(&client);
+        let before = tcp_info(client.as_raw_fd()).tcpi_segs_in;
         let answer = b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n";
         assert_eq!(below.send_more(answer), answer.len());
         client.set_nonblocking(true).unwrap();
@@ -229,6 +210,10 @@ mod tests {
         let mut got = Vec::new();
         client.read_to_end(&mut got).unwrap();
         assert_eq!(got, answer);
-        assert_eq!(segs_in(&client) - before, 1, "the answer and the FIN in one segment");
+        assert_eq!(
+            tcp_info(client.as_raw_fd()).tcpi_segs_in - before,
+            1,
+            "the answer and the FIN in one segment"
+        );
     }
 }

@@ -14,6 +14,7 @@ use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,7 +120,13 @@ impl TcpProxy {
         let counters = service.stats.tcp.get(&self.entrypoint);
         counters.connections.fetch_add(1, Ordering::Relaxed);
         // Counted as data flows, so long-lived connections show up in the metrics while open.
-        let end = super::pump::both_ways(io, upstream, self.idle_timeout, &counters.rx, &counters.tx).await;
+        // Raw bytes both ways: a tcp entrypoint has no TLS, and a passthrough route forwards
+        // before any handshake; so what is written to either side reaches its socket unchanged.
+        let fds = super::pump::Fds {
+            client: Some(io.id()),
+            backend: Some(upstream.as_raw_fd()),
+        };
+        let end = super::pump::both_ways(io, upstream, fds, self.idle_timeout, &counters.rx, &counters.tx).await;
         let (rx, tx) = (end.up, end.down);
         let status = match end.how {
             super::pump::How::Closed => "closed".to_string(),
