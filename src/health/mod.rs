@@ -1,7 +1,9 @@
 //! Active health checks: one loop over the live snapshot probes every member of every service
 //! that has a check, each on its own phase within the interval so probes do not fire in
 //! lockstep. The same loop drives time-based changes: the initializing timeout, the expression
-//! breakers' phases and the fail-open state of recreateOnQuorum services.
+//! breakers' phases and the fail-open state of recreateOnQuorum services. Each pass reads the
+//! services' arrays of wake times and touches only the members whose probe or deadline is due
+//! (10,000 members, 20 passes a second).
 
 mod probe;
 mod state;
