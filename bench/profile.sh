@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# Where lariat's CPU goes on the L7 keep-alive path: the bench's setup (an nginx origin and wrk on
-# core 0, lariat alone on core 1 with one worker thread), sampled with perf for DURATION seconds.
+# Where lariat's CPU goes on the L7 keep-alive path (or with a new connection per request,
+# CLOSE=1): the bench's setup (an nginx origin and wrk on core 0, lariat alone on core 1 with one
+# worker thread), sampled with perf for DURATION seconds.
 # Prints the top functions by self time and the share of each library; the samples stay in
 # PERF_DATA (default /tmp/lariat-perf.data) for `perf report -i`.
 #
 #   bench/profile.sh                          # release build, 10 s
 #   DURATION=5 TOP=40 bench/profile.sh
 #   LARIAT_BIN=target/release/lariat bench/profile.sh   # a binary built elsewhere
+#   CLOSE=1 bench/profile.sh                  # a new connection per request instead
 # Needs: nginx wrk linux-perf (apt-get install nginx wrk linux-perf).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
+HDR=(); [ "${CLOSE:-0}" = 1 ] && HDR=(-H "Connection: close")
 TOP=${TOP:-30}
 . bench/lib.sh
 need profile "nginx wrk linux-perf" nginx wrk perf taskset
@@ -54,8 +57,8 @@ PID=$!
 sleep 1
 curl -fsS "http://127.0.0.1:$WEB/" >/dev/null || { echo "profile: lariat does not answer" >&2; cat "$WORK/lariat.log" >&2; exit 1; }
 # Warm up, then sample while wrk runs.
-taskset -c 0 wrk -t1 -c50 -d2s "http://127.0.0.1:$WEB/" >/dev/null
-taskset -c 0 wrk -t1 -c50 -d"$((DURATION + 2))s" "http://127.0.0.1:$WEB/" > "$WORK/wrk.txt" &
+taskset -c 0 wrk -t1 -c50 -d2s "${HDR[@]}" "http://127.0.0.1:$WEB/" >/dev/null
+taskset -c 0 wrk -t1 -c50 -d"$((DURATION + 2))s" "${HDR[@]}" "http://127.0.0.1:$WEB/" > "$WORK/wrk.txt" &
 WRK=$!
 sleep 1
 perf record -q -F 2999 -p "$PID" -o "$WORK/perf.data" -- sleep "$DURATION" 2>/dev/null

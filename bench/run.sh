@@ -17,6 +17,9 @@
 #   RUNS=1 DURATION=3 bench/run.sh   # quick look
 #   CELLS="keepalive tls" bench/run.sh   # some cells only
 #   RATE=20000 bench/run.sh          # the fixed-load cell's offered rate (requests/s)
+#   FLOOR=1 bench/run.sh             # adds examples/kernel_floor.rs to the plain-HTTP cells: the
+#                                    # system calls any proxy must make and nothing else, the
+#                                    # kernel's share of a proxy's cost on this machine
 # Needs: haproxy nginx wrk iperf3 libnginx-mod-stream openssl (apt-get install ...), and builds lariat
 # (release) and examples/fixed_rate.rs.
 set -euo pipefail
@@ -34,7 +37,7 @@ cargo build --release --bin lariat >/dev/null 2>&1 || cargo build --release --bi
 LARIAT=target/release/lariat
 
 O1=18001; O2=18002
-declare -A HTTP_PORT=([lariat]=18101 [haproxy]=18201 [nginx]=18301)
+declare -A HTTP_PORT=([lariat]=18101 [haproxy]=18201 [nginx]=18301 [floor]=18401)
 declare -A TCP_PORT=([lariat]=18102 [haproxy]=18202 [nginx]=18302)
 declare -A TLS_PORT=([lariat]=18103 [haproxy]=18203 [nginx]=18303)
 declare -A IPERF_PORT=([lariat]=18104 [haproxy]=18204 [nginx]=18304)
@@ -186,8 +189,16 @@ sleep 1
 NGINX_MASTER=$(cat "$WORK/nginx-proxy.pid")
 NGINX_WORKER=$(pgrep -P "$NGINX_MASTER" | head -1)
 declare -A PIDS=([lariat]="$LARIAT_PID" [haproxy]="$HAPROXY_PID" [nginx]="$NGINX_MASTER $NGINX_WORKER")
+PROXIES="lariat haproxy nginx"
+if [ "${FLOOR:-0}" = 1 ]; then
+  cargo build --release --example kernel_floor >/dev/null 2>&1 || cargo build --release --example kernel_floor
+  taskset -c 1 target/release/examples/kernel_floor "127.0.0.1:${HTTP_PORT[floor]}" "127.0.0.1:$O1" "127.0.0.1:$O2" >"$WORK/floor.log" 2>&1 &
+  PIDS[floor]=$!
+  PROXIES="$PROXIES floor"
+  sleep 0.3
+fi
 
-for p in lariat haproxy nginx; do
+for p in $PROXIES; do
   curl -fsS "http://127.0.0.1:${HTTP_PORT[$p]}/" >/dev/null || { echo "bench: $p does not answer" >&2; cat "$WORK"/*.log >&2; exit 1; }
 done
 
@@ -275,12 +286,14 @@ if [[ " ${CELLS:-one} " == *" one "* ]]; then
 fi
 for cell in ${CELLS:-keepalive newconn iperf tcpnew tls tlsnew one fixed}; do
   for r in $(seq 1 "$RUNS"); do
-    for proxy in lariat haproxy nginx; do
+    for proxy in $PROXIES; do
+      # The floor forwards plain HTTP only.
+      [ "$proxy" = floor ] && [[ " keepalive newconn one fixed " != *" $cell "* ]] && continue
       run_cell "$proxy" "$cell" | tee -a "$RESULTS" >&2
     done
   done
 done
-for p in lariat haproxy nginx; do echo "rss $p $(rss_kb "${PIDS[$p]}")" >> "$RESULTS"; done
+for p in $PROXIES; do echo "rss $p $(rss_kb "${PIDS[$p]}")" >> "$RESULTS"; done
 
 python3 - "$RESULTS" "$DURATION" "$RUNS" <<'PY'
 import sys, statistics, collections
@@ -293,6 +306,8 @@ for line in open(sys.argv[1]):
     if f[0] == "direct": direct = ms(f[2]); continue
     rows[(f[0], f[1])].append(dict(rps=float(f[2]), p50=float(f[3]), p99=float(f[4]), cpu=float(f[5]), mb=float(f[6]), err=f[7], non2xx=int(f[8])))
 dur = float(sys.argv[2])
+ALL = ["lariat", "haproxy", "nginx", "floor"]
+def proxies(cell): return [p for p in ALL if (p, cell) in rows]
 def med(v): return statistics.median(v)
 def rng(v, fmt): return f"{fmt.format(med(v))} ({fmt.format(min(v))}..{fmt.format(max(v))})"
 print(f"runs per cell: {sys.argv[3]}, {sys.argv[2]} s each; median (min..max)\n")
@@ -304,7 +319,7 @@ for cell, title in [("keepalive", "L7 keep-alive, 50 connections"), ("newconn", 
         print(f"origin alone at one connection: p50 {direct:.3f} ms\n" if direct is not None else "")
         print("| proxy | req/s | p50 ms | p99 ms | added p50 ms | vs HAProxy | errors |\n|---|---|---|---|---|---|---|")
         bp50 = med([x["p50"] for x in rows[("haproxy", cell)]])
-        for p in ["lariat", "haproxy", "nginx"]:
+        for p in proxies(cell):
             r = rows[(p, cell)]; p50 = med([x["p50"] for x in r])
             added = p50 - direct if direct is not None else float("nan"); badded = bp50 - direct if direct is not None else float("nan")
             errs = ",".join(sorted({x["err"] for x in r} - {"-"})) or "0"
@@ -312,7 +327,7 @@ for cell, title in [("keepalive", "L7 keep-alive, 50 connections"), ("newconn", 
         print(); continue
     if cell == "fixed":
         print("| proxy | req/s achieved | p50 ms | p99 ms | p99.9 ms | proxy CPU µs/req | errors |\n|---|---|---|---|---|---|---|")
-        for p in ["lariat", "haproxy", "nginx"]:
+        for p in proxies(cell):
             r = rows[(p, cell)]
             errs = ",".join(sorted({x["err"] for x in r} - {"-"})) or "0"
             us = [x["cpu"] * 1e6 / (x["rps"] * dur) for x in r]
@@ -323,7 +338,7 @@ for cell, title in [("keepalive", "L7 keep-alive, 50 connections"), ("newconn", 
     else:
         print("| proxy | req/s | vs HAProxy | p50 ms | p99 ms | proxy CPU µs/req | vs HAProxy | errors |\n|---|---|---|---|---|---|---|---|")
     base = rows[("haproxy", cell)]
-    for p in ["lariat", "haproxy", "nginx"]:
+    for p in proxies(cell):
         r = rows[(p, cell)]
         errs = ",".join(sorted({x["err"] for x in r} - {"-"})) or "0"
         non = sum(x["non2xx"] for x in r)
@@ -338,6 +353,6 @@ for cell, title in [("keepalive", "L7 keep-alive, 50 connections"), ("newconn", 
             print(f"| {p} | {rng(rps, '{:.0f}')} | {med(rps)/brps:.2f}× | {med([x['p50'] for x in r]):.3f} | {med([x['p99'] for x in r]):.3f} | {rng(us, '{:.1f}')} | {med(us)/bus:.2f}× | {errs} |")
     print()
 print("### Memory after the runs (RSS)\n\n| proxy | RSS MiB |\n|---|---|")
-for p in ["lariat", "haproxy", "nginx"]:
-    print(f"| {p} | {rss[p]:.1f} |")
+for p in ALL:
+    if p in rss: print(f"| {p} | {rss[p]:.1f} |")
 PY
