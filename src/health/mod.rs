@@ -74,7 +74,7 @@ impl HealthLoop {
                 if since < wake.load(Ordering::Relaxed) {
                     continue;
                 }
-                self.look(&svc, m, check, now, permits);
+                Self::look(&svc, m, check, now, permits);
                 let next = m.health.next_look(now, check).saturating_duration_since(svc.built);
                 wake.store(next.as_millis() as u64, Ordering::Relaxed);
             }
@@ -82,7 +82,7 @@ impl HealthLoop {
     }
 
     /// A member whose time has come: its initializing deadline, and its probe when due.
-    fn look(&self, svc: &Service, m: &Arc<Member>, check: &HealthCheckSpec, now: Instant, permits: &Arc<Semaphore>) {
+    fn look(svc: &Service, m: &Arc<Member>, check: &HealthCheckSpec, now: Instant, permits: &Arc<Semaphore>) {
         if let Some((from, to)) = m.health.tick(now, check) {
             log::warn!(
                 "service {}: backend {} {} -> {} (not healthy within {:?})",
