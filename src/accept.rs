@@ -15,6 +15,10 @@
 //! request (bench/RESULTS.md). Where the client may be waiting for that ACK before sending more
 //! (a request head or body that has not all arrived, so a Nagle client holds its next small
 //! write), [`ack_now`] sends it.
+//!
+//! A connection is accepted with `accept4` itself (non-blocking, close-on-exec) and handed over
+//! outside tokio's event loop: a plain HTTP connection joins it only when it has to wait
+//! (`crate::proxy::sock`), one that starts with TLS or a PROXY header at once.
 
 use async_trait::async_trait;
 use pingora_core::server::{ListenFds, ShutdownWatch};
@@ -23,6 +27,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::unix::AsyncFd;
 
 /// Pending connections the kernel queues for a listener (as Pingora's listeners do).
 const BACKLOG: i32 = 65535;
@@ -92,11 +97,50 @@ fn listener(addr: SocketAddr, fds: Option<&ListenFds>) -> std::io::Result<std::n
     Ok(listener)
 }
 
+/// The listener in tokio's event loop, read-only interest.
+fn watch(listener: std::net::TcpListener) -> std::io::Result<AsyncFd<std::net::TcpListener>> {
+    // SAFETY: the AsyncFd owns the listener, whose descriptor stays open and the same until the
+    // AsyncFd is dropped.
+    unsafe { AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE) }.map_err(|e| e.into_parts().1)
+}
+
+/// The next connection, non-blocking and left out of the event loop (the connection decides
+/// when it joins, `crate::proxy::sock`), with its peer's address.
+async fn accept(listener: &AsyncFd<std::net::TcpListener>) -> std::io::Result<(std::net::TcpStream, SocketAddr)> {
+    loop {
+        let mut ready = listener.readable().await?;
+        if let Ok(accepted) = ready.try_io(|l| accept4(l.get_ref())) {
+            return accepted;
+        }
+    }
+}
+
+fn accept4(listener: &std::net::TcpListener) -> std::io::Result<(std::net::TcpStream, SocketAddr)> {
+    // SAFETY: accept4 writes at most `len` bytes of address into the storage try_init provides.
+    let (fd, addr) = unsafe {
+        socket2::SockAddr::try_init(|storage, len| {
+            let fd = libc::accept4(listener.as_raw_fd(), storage.cast(), len, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+            if fd < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(fd)
+            }
+        })?
+    };
+    // SAFETY: accept4 returned a new descriptor that nothing else owns.
+    let tcp = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let peer = addr
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("a connection from a non-IP address"))?;
+    Ok((tcp, peer))
+}
+
 /// What serves the connections an entrypoint accepts.
 pub trait Accept: Send + Sync + 'static {
     /// Serve one connection for its whole life. The future is the connection's task, spawned
     /// as it is (not boxed): what it holds across an await is what every open connection costs.
-    fn accepted(self: Arc<Self>, tcp: tokio::net::TcpStream, peer: SocketAddr, shutdown: ShutdownWatch) -> impl Future<Output = ()> + Send;
+    /// `tcp` is non-blocking and not yet registered with tokio's event loop.
+    fn accepted(self: Arc<Self>, tcp: std::net::TcpStream, peer: SocketAddr, shutdown: ShutdownWatch) -> impl Future<Output = ()> + Send;
     /// The listener has closed (a stop or an upgrade): let open connections finish.
     fn cleanup(&self) -> impl Future<Output = ()> + Send;
 }
@@ -105,7 +149,7 @@ pub trait Accept: Send + Sync + 'static {
 impl<A: Accept> pingora_core::services::Service for Entrypoint<A> {
     async fn start_service(&mut self, fds: Option<ListenFds>, mut shutdown: ShutdownWatch, _listeners_per_fd: usize) {
         let Some(app) = self.app.take() else { return };
-        let listener = match listener(self.addr, fds.as_ref()).and_then(tokio::net::TcpListener::from_std) {
+        let listener = match listener(self.addr, fds.as_ref()).and_then(watch) {
             Ok(l) => l,
             Err(e) => {
                 log::error!("{}: cannot listen on {}: {e}", self.name, self.addr);
@@ -114,7 +158,7 @@ impl<A: Accept> pingora_core::services::Service for Entrypoint<A> {
         };
         loop {
             let accepted = tokio::select! {
-                a = listener.accept() => a,
+                a = accept(&listener) => a,
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() {
                         break;

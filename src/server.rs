@@ -97,24 +97,32 @@ impl<A: ServerApp + Send + Sync + 'static> crate::accept::Accept for Graceful<A>
     /// The stream is set up before the future is made (a plain HTTP connection needs no await
     /// for it), so the future, which is the connection's task, keeps neither the accepted
     /// socket nor the address beside the stream made of them.
-    fn accepted(self: Arc<Self>, tcp: tokio::net::TcpStream, peer: SocketAddr, shutdown: ShutdownWatch) -> impl Future<Output = ()> + Send {
+    fn accepted(self: Arc<Self>, tcp: std::net::TcpStream, peer: SocketAddr, shutdown: ShutdownWatch) -> impl Future<Output = ()> + Send {
         use crate::proxy::below::Below;
         let open = crate::metrics::OpenGuard::within(&self.counters, self.max_connections);
         let stream = match self.head_timeout {
-            // Plain HTTP with no PROXY header: the socket as accepted, under the deadline layer.
+            // Plain HTTP with no PROXY header: the socket as accepted, under the deadline layer,
+            // outside the event loop until a read or write has to wait.
             Some(t) if self.proxy_protocol.is_none() => Ok(crate::proxy::deadline::HeadDeadline::wrap(
-                Below::tcp(tcp, peer),
+                Below::tcp(crate::proxy::sock::Sock::direct(tcp), peer),
                 t,
                 self.counters.clone(),
             )),
             // TLS or a PROXY header comes first.
-            _ => Err(l4_stream(tcp, peer)),
+            _ => match tokio::net::TcpStream::from_std(tcp) {
+                Ok(tcp) => Err(Some(l4_stream(tcp, peer))),
+                Err(e) => {
+                    log::error!("connection from {peer}: cannot join the event loop: {e}");
+                    Err(None)
+                }
+            },
         };
         async move {
             let Some(_open) = open else { return };
             let mut stream = match stream {
                 Ok(s) => s,
-                Err(l4) => {
+                Err(None) => return,
+                Err(Some(l4)) => {
                     // Boxed: not part of what every plain HTTP connection's task holds.
                     let proxied = crate::proxy::tcp::accept_proxy(l4, self.proxy_protocol.as_ref(), &self.counters, "entrypoint");
                     let Some(s) = Box::pin(proxied).await else {
@@ -457,9 +465,10 @@ mod tests {
     /// header's reader is boxed (it was 616 bytes, holding the socket's digest).
     #[tokio::test]
     async fn a_connection_task_holds_only_its_stream() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (tcp, peer) = listener.accept().await.unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (tcp, peer) = listener.accept().unwrap();
+        tcp.set_nonblocking(true).unwrap();
         let graceful = Arc::new(Graceful {
             inner: Arc::new(Nothing),
             linger: Duration::ZERO,

@@ -1,5 +1,6 @@
-//! The connection under an HTTP entrypoint's deadline layer: a plain TCP socket as accepted, or
-//! Pingora's stream (after a TLS handshake or a PROXY header).
+//! The connection under an HTTP entrypoint's deadline layer: a plain TCP socket as accepted
+//! (outside the event loop until it has to wait, `super::sock`), or Pingora's stream (after a
+//! TLS handshake or a PROXY header).
 //!
 //! A plain HTTP connection needs nothing of Pingora's stream type (384 bytes with its digests and
 //! timing fields, plus a 400-byte digest of the socket) while the fast lane serves it or it sits
@@ -7,21 +8,21 @@
 //! same things through the deadline layer's trait implementations: the digest of the socket is
 //! made from the accepted address the first time it asks.
 
+use super::sock::Sock;
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::{GetProxyDigest, GetSocketDigest, GetTimingDigest, SocketDigest, Ssl, Stream, TimingDigest};
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 pub enum Below {
     /// A plain TCP connection as accepted.
     Tcp {
-        tcp: TcpStream,
+        tcp: Sock,
         peer: SocketAddr,
         /// Pingora's digest of the socket, made when Pingora's path first asks.
         digest: OnceLock<Arc<SocketDigest>>,
@@ -40,7 +41,7 @@ impl std::fmt::Debug for Below {
 }
 
 impl Below {
-    pub fn tcp(tcp: TcpStream, peer: SocketAddr) -> Below {
+    pub fn tcp(tcp: Sock, peer: SocketAddr) -> Below {
         Below::Tcp {
             tcp,
             peer,
@@ -69,9 +70,7 @@ impl Below {
     /// less than all (0 when the socket is full or the stream is TLS).
     pub fn send_more(&self, data: &[u8]) -> usize {
         match self {
-            Below::Tcp { tcp, .. } => tcp
-                .try_io(tokio::io::Interest::WRITABLE, || super::pump::send_more(tcp.as_fd(), data))
-                .unwrap_or(0),
+            Below::Tcp { tcp, .. } => tcp.send_more(data),
             Below::Stream(_) => 0,
         }
     }
@@ -190,10 +189,11 @@ mod tests {
     /// A response sent just before the shutdown and the FIN leave in one segment.
     #[tokio::test]
     async fn the_last_bytes_and_the_fin_share_a_segment() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mut client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (tcp, peer) = l.accept().await.unwrap();
-        let mut below = Below::tcp(tcp, peer);
+        let (tcp, peer) = l.accept().unwrap();
+        tcp.set_nonblocking(true).unwrap();
+        let mut below = Below::tcp(Sock::direct(tcp), peer);
         let before = tcp_info(client.as_raw_fd()).tcpi_segs_in;
         let answer = b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n";
         assert_eq!(below.send_more(answer), answer.len());

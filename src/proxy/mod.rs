@@ -9,6 +9,7 @@ pub mod pp;
 pub mod pump;
 mod respond;
 pub mod sni;
+pub mod sock;
 pub mod strict;
 pub mod tcp;
 pub mod tls;
