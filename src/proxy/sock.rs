@@ -170,7 +170,15 @@ mod tests {
     async fn a_connection_that_never_waits_stays_out_of_the_event_loop() {
         let (mut sock, mut client) = pair().await;
         client.write_all(b"ping").unwrap();
-        // Loopback delivers before write returns; a read now finds the bytes.
+        // Until the bytes are there (loopback usually delivers before write returns), without
+        // the event loop.
+        let mut fds = libc::pollfd {
+            fd: sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        assert_eq!(unsafe { libc::poll(&mut fds, 1, 5000) }, 1);
         let mut buf = [0u8; 16];
         let n = sock.read(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"ping");
@@ -206,6 +214,11 @@ mod tests {
     #[tokio::test]
     async fn a_write_that_must_wait_joins_the_event_loop() {
         let (mut sock, mut client) = pair().await;
+        // Fixed small buffers (no autotuning): 8 MiB cannot all be in flight.
+        socket2::SockRef::from(&client).set_recv_buffer_size(64 * 1024).unwrap();
+        if let Sock::Direct(tcp) = &sock {
+            socket2::SockRef::from(tcp).set_send_buffer_size(64 * 1024).unwrap();
+        }
         let data: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
         let expected = data.clone();
         let reader = std::thread::spawn(move || {
