@@ -172,8 +172,9 @@ impl<A: Accept> pingora_core::services::Service for Entrypoint<A> {
                 }
                 Err(e) => {
                     log::error!("{}: accept failed: {e}", self.name);
-                    // Out of descriptors: accept would fail again at once; let some close.
-                    if e.raw_os_error() == Some(24) {
+                    // Out of descriptors or memory: accept would fail again at once; let some
+                    // close (the connection stays queued meanwhile).
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) {
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }

@@ -9,13 +9,18 @@
 //! and writes the non-blocking socket itself; the first read or write that would block
 //! registers it ([`Sock::Evented`]) and waits there, as every keep-alive connection does between
 //! its requests. epoll reports a readiness that came before the registration, so nothing is
-//! missed between the failed call and the registration.
+//! missed between the failed call and the registration. A direct read or write spends a unit of
+//! the task's cooperative budget as tokio's own sockets do, so a client that keeps its socket
+//! readable (pipelined requests lariat answers itself) cannot hold the worker thread.
+//!
+//! If joining the event loop fails (the system's epoll watches exhausted), tokio has closed the
+//! socket by then; the connection ends with that error.
 
 use std::io::{self, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 pub enum Sock {
@@ -101,10 +106,14 @@ impl AsyncRead for Sock {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if let Sock::Direct(tcp) = this {
+            // Pending when the budget is spent (the waker is woken, the task yields).
+            let coop = ready!(tokio::task::coop::poll_proceed(cx));
             match recv(tcp.as_fd(), buf) {
-                Err(e) if would_block(&e) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                done => return Poll::Ready(done),
+                Err(e) if would_block(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+                done => {
+                    coop.made_progress();
+                    return Poll::Ready(done);
+                }
             }
         }
         Pin::new(this.evented()?).poll_read(cx, buf)
@@ -115,10 +124,14 @@ impl AsyncWrite for Sock {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if let Sock::Direct(tcp) = this {
+            let coop = ready!(tokio::task::coop::poll_proceed(cx));
             // std's send passes MSG_NOSIGNAL.
             match (&*tcp).write(data) {
                 Err(e) if would_block(&e) || e.kind() == io::ErrorKind::Interrupted => {}
-                done => return Poll::Ready(done),
+                done => {
+                    coop.made_progress();
+                    return Poll::Ready(done);
+                }
             }
         }
         Pin::new(this.evented()?).poll_write(cx, data)
@@ -126,9 +139,13 @@ impl AsyncWrite for Sock {
     fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if let Sock::Direct(tcp) = this {
+            let coop = ready!(tokio::task::coop::poll_proceed(cx));
             match (&*tcp).write_vectored(bufs) {
                 Err(e) if would_block(&e) || e.kind() == io::ErrorKind::Interrupted => {}
-                done => return Poll::Ready(done),
+                done => {
+                    coop.made_progress();
+                    return Poll::Ready(done);
+                }
             }
         }
         Pin::new(this.evented()?).poll_write_vectored(cx, bufs)
@@ -152,6 +169,8 @@ impl AsyncWrite for Sock {
 mod tests {
     use super::*;
     use std::io::Read;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -190,23 +209,58 @@ mod tests {
         assert_eq!(got, b"pong");
     }
 
-    /// A read that would block registers the socket and completes when the bytes come.
+    /// A read that would block registers the socket, and the bytes that come after are reported
+    /// by the event loop.
     #[tokio::test]
     async fn a_read_that_must_wait_joins_the_event_loop() {
         let (mut sock, mut client) = pair().await;
-        let writer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
-            client.write_all(b"late").unwrap();
-            client
-        });
         let mut buf = [0u8; 16];
+        let mut rb = ReadBuf::new(&mut buf);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(Pin::new(&mut sock).poll_read(&mut cx, &mut rb).is_pending(), "nothing was sent");
+        assert!(sock.is_evented());
+        client.write_all(b"late").unwrap();
         let n = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf))
             .await
             .unwrap()
             .unwrap();
         assert_eq!(&buf[..n], b"late");
-        assert!(sock.is_evented());
-        let _client = writer.join().unwrap();
+    }
+
+    /// A client that keeps the socket readable does not keep the thread: direct reads spend the
+    /// task's budget, and another task runs within a budget's worth of them.
+    #[tokio::test]
+    async fn direct_reads_yield_to_other_tasks() {
+        const QUEUED: usize = 64 * 1024;
+        let (mut sock, mut client) = pair().await;
+        client.write_all(&[b'x'; QUEUED]).unwrap();
+        let fd = sock.as_raw_fd();
+        let queued = || {
+            let mut n: libc::c_int = 0;
+            // SAFETY: FIONREAD writes one int.
+            unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+            n as usize
+        };
+        for _ in 0..500 {
+            if queued() >= QUEUED {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(queued(), QUEUED);
+        let other_ran = Arc::new(AtomicBool::new(false));
+        let flag = other_ran.clone();
+        tokio::spawn(async move { flag.store(true, Ordering::Relaxed) });
+        // One byte a read: QUEUED reads would complete without blocking.
+        let mut byte = [0u8; 1];
+        let mut reads = 0;
+        while !other_ran.load(Ordering::Relaxed) && reads < QUEUED {
+            assert_eq!(sock.read(&mut byte).await.unwrap(), 1);
+            reads += 1;
+        }
+        assert!(other_ran.load(Ordering::Relaxed), "{reads} reads and the other task never ran");
+        assert!(reads <= 1024, "the other task waited {reads} reads");
+        assert!(!sock.is_evented(), "no read had to wait");
     }
 
     /// A write that would block (the client reads nothing) registers the socket and finishes
