@@ -102,18 +102,26 @@ fn recv(fd: BorrowedFd<'_>, buf: &mut ReadBuf<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// One call on the socket outside the event loop, spending a unit of the task's cooperative
+/// budget as tokio's own sockets do (Pending when it is spent: the task is woken and yields).
+/// `None` when the call would block (or was interrupted): the caller joins the event loop.
+fn direct<T>(cx: &mut Context<'_>, call: impl FnOnce() -> io::Result<T>) -> Poll<Option<io::Result<T>>> {
+    let coop = ready!(tokio::task::coop::poll_proceed(cx));
+    match call() {
+        Err(e) if would_block(&e) || e.kind() == io::ErrorKind::Interrupted => Poll::Ready(None),
+        done => {
+            coop.made_progress();
+            Poll::Ready(Some(done))
+        }
+    }
+}
+
 impl AsyncRead for Sock {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if let Sock::Direct(tcp) = this {
-            // Pending when the budget is spent (the waker is woken, the task yields).
-            let coop = ready!(tokio::task::coop::poll_proceed(cx));
-            match recv(tcp.as_fd(), buf) {
-                Err(e) if would_block(&e) || e.kind() == io::ErrorKind::Interrupted => {}
-                done => {
-                    coop.made_progress();
-                    return Poll::Ready(done);
-                }
+            if let Some(done) = ready!(direct(cx, || recv(tcp.as_fd(), buf))) {
+                return Poll::Ready(done);
             }
         }
         Pin::new(this.evented()?).poll_read(cx, buf)
@@ -124,14 +132,9 @@ impl AsyncWrite for Sock {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if let Sock::Direct(tcp) = this {
-            let coop = ready!(tokio::task::coop::poll_proceed(cx));
             // std's send passes MSG_NOSIGNAL.
-            match (&*tcp).write(data) {
-                Err(e) if would_block(&e) || e.kind() == io::ErrorKind::Interrupted => {}
-                done => {
-                    coop.made_progress();
-                    return Poll::Ready(done);
-                }
+            if let Some(done) = ready!(direct(cx, || (&*tcp).write(data))) {
+                return Poll::Ready(done);
             }
         }
         Pin::new(this.evented()?).poll_write(cx, data)
@@ -139,13 +142,8 @@ impl AsyncWrite for Sock {
     fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if let Sock::Direct(tcp) = this {
-            let coop = ready!(tokio::task::coop::poll_proceed(cx));
-            match (&*tcp).write_vectored(bufs) {
-                Err(e) if would_block(&e) || e.kind() == io::ErrorKind::Interrupted => {}
-                done => {
-                    coop.made_progress();
-                    return Poll::Ready(done);
-                }
+            if let Some(done) = ready!(direct(cx, || (&*tcp).write_vectored(bufs))) {
+                return Poll::Ready(done);
             }
         }
         Pin::new(this.evented()?).poll_write_vectored(cx, bufs)
